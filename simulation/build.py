@@ -1,0 +1,49 @@
+"""Config -> the objects a run needs: task data, prompt encoder, scorer and engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from prge.engines.eager import EagerEngine
+from prge.lora_fa import AdapterError
+from prge.models import load_model
+from prge.perturb import derive_seed
+from prge.scorer import LabelScorer
+from prge.tasks import PromptEncoder, Task, load_task
+from simulation.config import Config, ConfigError
+
+
+@dataclass
+class Setup:
+    task: Task
+    encoder: PromptEncoder
+    scorer: LabelScorer
+    engine: EagerEngine
+
+    @property
+    def eval_examples(self):
+        return self.task.test
+
+
+def build_task(cfg: Config) -> Task:
+    return load_task(cfg.task, template=cfg.template or None,
+                     label_words=cfg.label_words or None, test_fraction=cfg.test_fraction,
+                     split_seed=cfg.split_seed)
+
+
+def build(cfg: Config, task: Task | None = None) -> Setup:
+    task = task or build_task(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model, tokenizer = load_model(cfg.model, cache=cfg.cache or None,
+                                  seed=derive_seed(cfg.seed, "tiny-model"))
+    encoder = PromptEncoder(tokenizer, task.template, task.label_words, max_length=cfg.max_length)
+    try:
+        # A is shared by every client: it derives from the run seed only.
+        scorer = LabelScorer(model, encoder.label_ids, targets=cfg.targets, rank=cfg.rank,
+                             layers=cfg.layers, adapter_seed=derive_seed(cfg.seed, "lora-A"))
+    except AdapterError as err:
+        raise ConfigError(str(err)) from None
+    return Setup(task, encoder, scorer, EagerEngine(scorer, threads=cfg.threads))

@@ -1,0 +1,71 @@
+"""`fedprge` command line: prepare, train (and, as they land, run / sweep / plot / report)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from prge.lora_fa import AdapterError
+    from prge.models import ModelError
+    from prge.tasks import TaskError
+    from simulation.config import ConfigError
+
+    return (ConfigError, ModelError, TaskError, AdapterError)
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML file of kebab-case keys")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key (repeatable)")
+    p.add_argument("--out", help="run directory to create (default: OUT/<command>-<time>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedprge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    prep = sub.add_parser("prepare", help="convert the offline default model into the cache")
+    prep.add_argument("--cache", help="cache directory (default: $FEDPRGE_CACHE or ~/.cache/fedprge)")
+    prep.add_argument("--force", action="store_true", help="convert again even if cached")
+    tr = sub.add_parser("train", help="centralized P-RGE fine-tuning on one client")
+    _add_config_args(tr)
+    return parser
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from prge.models import prepare_default_model
+
+    path = prepare_default_model(args.cache, force=args.force)
+    print(path)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from simulation.config import load_config
+    from simulation.train import train
+
+    cfg = load_config(args.config, args.overrides)
+    train(cfg, out=args.out, progress=not args.quiet)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = _parser().parse_args(argv)
+    handlers = {"prepare": _prepare, "train": _train}
+    try:
+        return handlers[args.command](args)
+    except _user_errors() as err:
+        print(f"fedprge: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedprge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

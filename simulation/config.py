@@ -1,0 +1,178 @@
+"""Run configuration: one flat set of kebab-case keys (like Flower's run config), validated.
+
+Sources, later ones win: the defaults below, a TOML file (`--config`), then `--set key=value`.
+Every user mistake (unknown key, wrong type, impossible value) raises `ConfigError` with one
+sentence naming the key; the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from prge.lora_fa import DEFAULT_TARGETS, AdapterError, normalize_targets
+
+
+class ConfigError(ValueError):
+    """A configuration mistake the user can fix (one sentence)."""
+
+
+@dataclass
+class Config:
+    # model and task
+    model: str = "smollm2-135m"  # smollm2-135m | tiny | a Hugging Face id | a local directory
+    task: str = "mr"  # mr | path to a .csv/.jsonl file with text,label[,domain][,split]
+    template: str = ""  # prompt with {text}; empty: the task's default
+    label_words: list[str] = field(default_factory=list)  # one per label; empty: task default
+    max_length: int = 64  # prompt tokens; the text is truncated, never the template
+    test_fraction: float = 0.2
+    split_seed: int = 0  # fixed train/test split, independent of `seed`
+    eval_size: int = 300  # test examples used for periodic evaluation (0: the whole test split)
+    # adapter
+    targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    layers: str = "all"  # all | last-N | I-J
+    rank: int = 8
+    # P-RGE
+    engine: str = "eager"
+    mode: str = "parallel"  # parallel (one batched forward) | sequential (MeZO-style, 2q forwards)
+    q: int = 2  # queries (directions) per step
+    eps: float = 1e-2  # perturbation scale
+    lr: float = 1e-3
+    lr_schedule: str = "constant"  # constant | linear | cosine (decay to 0 over `steps`)
+    batch_size: int = 8
+    steps: int = 100
+    eval_every: int = 25
+    # run
+    seed: int = 0  # every random number of a run derives from it
+    threads: int = 0  # torch threads per process (0: torch's default)
+    out: str = "runs"  # parent of run directories (unless --out names one)
+    cache: str = ""  # model cache directory (empty: $FEDPRGE_CACHE or ~/.cache/fedprge)
+
+    def validate(self) -> Config:
+        checks = [
+            ("q", self.q >= 1, "must be >= 1"),
+            ("eps", self.eps > 0, "must be > 0"),
+            ("lr", self.lr > 0, "must be > 0"),
+            ("rank", self.rank >= 1, "must be >= 1"),
+            ("batch-size", self.batch_size >= 1, "must be >= 1"),
+            ("steps", self.steps >= 0, "must be >= 0"),
+            ("eval-every", self.eval_every >= 1, "must be >= 1"),
+            ("eval-size", self.eval_size >= 0, "must be >= 0"),
+            ("max-length", self.max_length >= 4, "must be >= 4"),
+            ("threads", self.threads >= 0, "must be >= 0"),
+            ("test-fraction", 0 < self.test_fraction < 1, "must be between 0 and 1"),
+            ("mode", self.mode in ("parallel", "sequential"), "must be parallel or sequential"),
+            ("engine", self.engine in ("eager",), "must be eager"),
+            ("lr-schedule", self.lr_schedule in ("constant", "linear", "cosine"),
+             "must be constant, linear or cosine"),
+        ]
+        for key, ok, why in checks:
+            if not ok:
+                raise ConfigError(f"{key}={getattr(self, key.replace('-', '_'))!r} {why}")
+        if self.template and "{text}" not in self.template:
+            raise ConfigError(f"template={self.template!r} must contain {{text}}")
+        try:
+            self.targets = list(normalize_targets(self.targets))
+        except AdapterError as err:
+            raise ConfigError(f"targets: {err}") from None
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+
+
+def _field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(Config)
+    return {f.name.replace("_", "-"): hints[f.name] for f in fields(Config)}
+
+
+def _coerce(key: str, value: Any, typ: Any, from_text: bool) -> Any:
+    """Turn a TOML value or a --set string into the field's type, or fail naming the key."""
+    bad = ConfigError(f"{key}={value!r} is not a valid {getattr(typ, '__name__', str(typ))}")
+    if typing.get_origin(typ) in (list, types.GenericAlias) or typ == list[str]:
+        if from_text and isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError:
+                    raise bad from None
+            else:
+                value = [v for v in text.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key} must be a list of strings, got {value!r}")
+        return value
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if from_text and str(value).lower() in ("true", "1", "yes", "false", "0", "no"):
+            return str(value).lower() in ("true", "1", "yes")
+        raise bad
+    if typ is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if from_text:
+            try:
+                return int(str(value))
+            except ValueError:
+                raise bad from None
+        raise bad
+    if typ is float:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int | float):
+            return float(value)
+        if from_text:
+            try:
+                return float(str(value))
+            except ValueError:
+                raise bad from None
+        raise bad
+    if typ is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    raise bad
+
+
+def _apply(values: dict[str, Any], key: str, raw: Any, from_text: bool) -> None:
+    types_by_key = _field_types()
+    if key not in types_by_key:
+        hint = key.replace("_", "-")
+        extra = f" (did you mean {hint!r}?)" if hint in types_by_key else ""
+        raise ConfigError(f"unknown config key {key!r}{extra}")
+    values[key] = _coerce(key, raw, types_by_key[key], from_text)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- TOML file <- `key=value` overrides, then validate."""
+    values: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"config file {str(p)!r} is not valid TOML: {err}") from None
+        for key, raw in data.items():
+            _apply(values, key, raw, from_text=False)
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r} must look like key=value")
+        _apply(values, key.strip(), raw, from_text=True)
+    kwargs = {k.replace("-", "_"): v for k, v in values.items()}
+    return Config(**kwargs).validate()
+
+
+def default_of(key: str) -> Any:
+    f = next(f for f in fields(Config) if f.name == key.replace("-", "_"))
+    return f.default_factory() if f.default is MISSING else f.default
