@@ -1,0 +1,68 @@
+"""The `fedprge` command as a user runs it: a subprocess, exit codes, run directories."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from simulation.rundir import read_jsonl
+
+TINY = ["--set", "model=tiny", "--set", "steps=6", "--set", "eval-every=3", "--set", "q=4",
+        "--set", "eval-size=64", "--set", "batch-size=8", "--set", "lr=0.05", "--set", "threads=1"]
+
+
+def fedprge(*args, cwd=None):
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
+    return subprocess.run([sys.executable, "-m", "simulation.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=600)
+
+
+def test_train_writes_a_run_directory(tmp_path):
+    out = tmp_path / "run"
+    proc = fedprge("train", *TINY, "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "tiny" and config["q"] == 4
+    metrics = read_jsonl(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == list(range(7))
+    assert [m["step"] for m in metrics if "test_acc" in m] == [0, 3, 6]
+    log = read_jsonl(out / "update_log.jsonl")
+    assert len(log) == 6 * 4 and all(isinstance(e["seed"], int) for e in log)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final_acc"] == metrics[-1]["test_acc"]
+
+
+def test_same_seed_same_metrics_and_existing_run_dir_refused(tmp_path):
+    def clean(path):
+        return [{k: v for k, v in m.items() if not k.endswith("_s")} for m in read_jsonl(path)]
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert fedprge("train", *TINY, "--out", str(a), "--quiet").returncode == 0
+    assert fedprge("train", *TINY, "--out", str(b), "--quiet").returncode == 0
+    assert clean(a / "metrics.jsonl") == clean(b / "metrics.jsonl")
+    again = fedprge("train", *TINY, "--out", str(a), "--quiet")
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "nope=1"], "unknown config key 'nope'"),
+    (["--set", "q=1.5"], "q='1.5' is not a valid int"),
+    (["--set", "model=/no/such/model/dir"], "does not exist"),
+    (["--config", "/no/such.toml"], "does not exist"),
+])
+def test_user_errors_are_one_line_and_exit_2(args, message):
+    proc = fedprge("train", *args)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("fedprge:")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_prge_never_imports_flower_or_ray():
+    code = ("import sys, prge.estimator, prge.scorer, prge.models, prge.tasks, prge.evaluate, "
+            "prge.engines.eager; bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('flwr', 'ray')]; print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout

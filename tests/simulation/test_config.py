@@ -1,0 +1,59 @@
+import pytest
+
+from simulation.config import Config, ConfigError, load_config
+
+
+def test_defaults_validate_and_round_trip_to_kebab_case():
+    cfg = load_config()
+    assert cfg.q == 2 and cfg.model == "smollm2-135m"
+    d = cfg.to_dict()
+    assert d["batch-size"] == 8 and "batch_size" not in d
+
+
+def test_toml_then_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('model = "tiny"\nq = 4\neps = 0.001\ntargets = ["q", "v"]\n')
+    cfg = load_config(path, ["q=8", "lr=2e-3", 'label-words=[" no", " yes"]', "targets=head,down"])
+    assert (cfg.model, cfg.q, cfg.eps, cfg.lr) == ("tiny", 8, 0.001, 2e-3)
+    assert cfg.label_words == [" no", " yes"]
+    assert cfg.targets == ["down", "head"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["qq=1"], "unknown config key 'qq'"),
+    (["batch_size=3"], "did you mean 'batch-size'"),
+    (["q=two"], "q='two' is not a valid int"),
+    (["eps=abc"], "eps='abc' is not a valid float"),
+    (["q=0"], "q=0 must be >= 1"),
+    (["eps=0"], "eps=0.0 must be > 0"),
+    (["mode=diagonal"], "mode='diagonal'"),
+    (["targets=q,zz"], "unknown adapter target 'zz'"),
+    (["template=no placeholder"], "must contain {text}"),
+    (["q"], "must look like key=value"),
+])
+def test_user_mistakes_name_the_key(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_toml_type_errors_and_missing_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('q = "4"\n')
+    with pytest.raises(ConfigError, match="q='4' is not a valid int"):
+        load_config(path)
+    path.write_text("q = [\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_every_shipped_config_is_valid():
+    from pathlib import Path
+
+    shipped = sorted(Path(__file__).resolve().parents[2].joinpath("configs").glob("*.toml"))
+    assert shipped
+    for path in shipped:
+        assert isinstance(load_config(path), Config)
