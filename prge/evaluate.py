@@ -27,13 +27,16 @@ class EvalResult:
 
 def label_log_probs(engine: Engine, encoder: PromptEncoder, examples: Sequence[Example],
                     theta: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-    """log softmax over the label words, (N, num_labels)."""
-    out = []
-    for start in range(0, len(examples), batch_size):
-        batch = encoder.encode(examples[start:start + batch_size])
+    """log softmax over the label words, (N, num_labels), in the order of `examples`."""
+    # Batch examples of similar length together: less padding, same results.
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].text))
+    out = torch.empty(len(examples), len(encoder.label_ids))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = encoder.encode([examples[i] for i in idx])
         logits = engine.label_logits(batch, theta[None])[0]
-        out.append(F.log_softmax(logits.float(), dim=-1))
-    return torch.cat(out)
+        out[idx] = F.log_softmax(logits.float(), dim=-1)
+    return out
 
 
 def scores(log_probs: torch.Tensor, labels: torch.Tensor) -> EvalResult:

@@ -7,7 +7,6 @@ import os
 import sys
 
 
-
 def _user_errors() -> tuple[type[Exception], ...]:
     from prge.lora_fa import AdapterError
     from prge.models import ModelError

@@ -28,7 +28,7 @@ def test_layout_covers_every_B_once(tiny, encoder):
     assert [s.name for s in slots[:2]] == ["layers.0.self_attn.q_proj", "layers.0.mlp.down_proj"]
     assert slots[-1].name == "head" and slots[-1].out_features == 2
     assert scorer.dim == cfg.num_hidden_layers * (cfg.hidden_size * 3 + cfg.hidden_size * 3) + 6
-    assert all(a.offset + a.size == b.offset for a, b in zip(slots, slots[1:]))
+    assert all(a.offset + a.size == b.offset for a, b in zip(slots, slots[1:], strict=False))
 
 
 def test_A_is_frozen_and_seeded(tiny, encoder):
