@@ -10,10 +10,12 @@ import sys
 def _user_errors() -> tuple[type[Exception], ...]:
     from prge.lora_fa import AdapterError
     from prge.models import ModelError
+    from clients.partition import PartitionError
     from prge.tasks import TaskError
     from simulation.config import ConfigError
+    from strategies.loader import StrategyError
 
-    return (ConfigError, ModelError, TaskError, AdapterError)
+    return (ConfigError, ModelError, TaskError, AdapterError, PartitionError, StrategyError)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -32,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--force", action="store_true", help="convert again even if cached")
     tr = sub.add_parser("train", help="centralized P-RGE fine-tuning on one client")
     _add_config_args(tr)
+    run = sub.add_parser("run", help="a federated simulation (Flower + Ray)")
+    _add_config_args(run)
     return parser
 
 
@@ -48,19 +52,45 @@ def _train(args: argparse.Namespace) -> int:
     from simulation.train import train
 
     cfg = load_config(args.config, args.overrides)
+    _quiet_libraries()
     train(cfg, out=args.out, progress=not args.quiet)
+    return 0
+
+
+def _quiet_libraries() -> None:
+    """Hide per-load progress bars of the libraries; our own progress bar says what matters."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from simulation.config import load_config
+    from simulation.runner import run_federated
+
+    cfg = load_config(args.config, args.overrides)
+    _quiet_libraries()
+    run_federated(cfg, out=args.out, progress=not args.quiet)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = _parser().parse_args(argv)
-    handlers = {"prepare": _prepare, "train": _train}
+    handlers = {"prepare": _prepare, "train": _train, "run": _run}
     try:
         return handlers[args.command](args)
     except _user_errors() as err:
         print(f"fedprge: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        from simulation.runner import RunError
+
+        if not isinstance(err, RunError):
+            raise
+        print(f"fedprge: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("fedprge: interrupted", file=sys.stderr)
         return 130

@@ -11,7 +11,7 @@ import json
 import tomllib
 import types
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,20 @@ class Config:
     lr_schedule: str = "constant"  # constant | linear | cosine (decay to 0 over `steps`)
     batch_size: int = 8
     steps: int = 100
-    eval_every: int = 25
+    eval_every: int = 25  # steps (train) or rounds (run) between test evaluations
+    # federated simulation (fedprge run)
+    rounds: int = 20
+    num_clients: int = 20
+    clients_per_round: int = 4
+    local_steps: int = 2  # K: local P-RGE steps per client per round (K*q scalars uploaded)
+    partition: str = "dirichlet"  # iid | dirichlet (alpha over labels) | domain
+    alpha: float = 0.5  # Dirichlet concentration: smaller is more non-IID
+    strategy: str = "mean"  # aggregation of the scalars (a built-in name or module:Class)
+    client_test_fraction: float = 0.2  # each client's own held-out share
+    client_eval_size: int = 32  # per-client test examples for global vs personalized accuracy
+    personal_steps: int = 10  # local P-RGE steps from the global adapter after the last round
+    client_cpus: float = 1.0  # Ray CPUs per client; concurrency = cores / client-cpus
+    ray_address: str = ""  # attach to a running Ray cluster (e.g. "auto" or "HOST:6379")
     # run
     seed: int = 0  # every random number of a run derives from it
     threads: int = 0  # torch threads per process (0: torch's default)
@@ -66,6 +79,18 @@ class Config:
             ("max-length", self.max_length >= 4, "must be >= 4"),
             ("threads", self.threads >= 0, "must be >= 0"),
             ("test-fraction", 0 < self.test_fraction < 1, "must be between 0 and 1"),
+            ("rounds", self.rounds >= 0, "must be >= 0"),
+            ("num-clients", self.num_clients >= 1, "must be >= 1"),
+            ("clients-per-round", 1 <= self.clients_per_round <= self.num_clients,
+             f"must be between 1 and num-clients ({self.num_clients})"),
+            ("local-steps", self.local_steps >= 1, "must be >= 1"),
+            ("alpha", self.alpha > 0, "must be > 0"),
+            ("partition", self.partition in ("iid", "dirichlet", "domain"),
+             "must be iid, dirichlet or domain"),
+            ("client-test-fraction", 0 <= self.client_test_fraction < 1, "must be in [0, 1)"),
+            ("client-eval-size", self.client_eval_size >= 0, "must be >= 0"),
+            ("personal-steps", self.personal_steps >= 0, "must be >= 0"),
+            ("client-cpus", self.client_cpus > 0, "must be > 0"),
             ("mode", self.mode in ("parallel", "sequential"), "must be parallel or sequential"),
             ("engine", self.engine in ("eager",), "must be eager"),
             ("lr-schedule", self.lr_schedule in ("constant", "linear", "cosine"),
@@ -173,6 +198,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return Config(**kwargs).validate()
 
 
-def default_of(key: str) -> Any:
-    f = next(f for f in fields(Config) if f.name == key.replace("-", "_"))
-    return f.default_factory() if f.default is MISSING else f.default
+def config_from_mapping(values: dict[str, Any]) -> Config:
+    """A validated Config from a flat mapping, e.g. Flower's run config (strings for lists)."""
+    parsed: dict[str, Any] = {}
+    for key, raw in values.items():
+        _apply(parsed, key, raw, from_text=True)
+    return Config(**{k.replace("-", "_"): v for k, v in parsed.items()}).validate()

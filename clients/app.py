@@ -1,0 +1,88 @@
+"""The Flower ClientApp: a thin adapter between Flower messages and `ClientWorker`.
+
+The client's own state between rounds lives in its Flower Context: the update log it has seen
+(seeds and scalars, so it can replay theta_t) and, after personalization, its personal log.
+"""
+
+from __future__ import annotations
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from clients.protocol import (
+    ProtocolError,
+    TrainRes,
+    decode_log,
+    decode_train_ins,
+    encode_train_res,
+)
+from clients.worker import worker_for
+from prge.update_log import LogEntry
+from simulation.config import Config, config_from_mapping
+
+LOG_KEY = "update-log"
+PERSONAL_KEY = "personal-log"
+
+
+def _stored_log(context: Context, q: int) -> list[LogEntry]:
+    if LOG_KEY not in context.state:
+        return []
+    rec = context.state[LOG_KEY]
+    return [LogEntry(int(s), float(g), float(lr), q)
+            for s, g, lr in zip(rec["seeds"], rec["grads"], rec["lrs"], strict=True)]
+
+
+def _extend_log(context: Context, start: int, tail: list[LogEntry], q: int) -> list[LogEntry]:
+    """The client's full log after receiving `tail` from index `start`; stored back in state."""
+    held = _stored_log(context, q)
+    if start == 0:
+        held = []  # the server resent everything
+    elif start != len(held):
+        raise ProtocolError(f"log tail starts at {start} but this client holds {len(held)} entries")
+    log = held + tail
+    context.state[LOG_KEY] = ConfigRecord({"seeds": [e.seed for e in log],
+                                           "grads": [e.grad for e in log],
+                                           "lrs": [e.lr for e in log]})
+    return log
+
+
+def build_client_app(cfg: Config | None = None) -> ClientApp:
+    """A ClientApp for `cfg`, or (when None) for the run config in Flower's Context."""
+    app = ClientApp()
+
+    def run_cfg(context: Context) -> Config:
+        return cfg or config_from_mapping(dict(context.run_config))
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        node = ConfigRecord({"partition-id": int(context.node_config["partition-id"])})
+        return Message(RecordDict({"node": node}), reply_to=msg)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        c = run_cfg(context)
+        ins = decode_train_ins(msg.content["ins"], c.q)
+        log = _extend_log(context, ins.log_start, ins.log_tail, c.q)
+        pid = int(context.node_config["partition-id"])
+        result = worker_for(c).train(pid, log, ins.server_round, ins.seeds, ins.eps, ins.lr)
+        res = TrainRes(ins.server_round, result.grads, result.num_examples, result.train_loss,
+                       result.theta_hash)
+        return Message(RecordDict({"res": ConfigRecord(encode_train_res(res))}), reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        c = run_cfg(context)
+        start, tail = decode_log(msg.content["ins"], c.q)
+        log = _extend_log(context, start, tail, c.q)
+        pid = int(context.node_config["partition-id"])
+        out = worker_for(c).personalize(pid, log, int(msg.content["ins"]["personal-steps"]))
+        personal = out.pop("personal-log")
+        # The personal adapter stays on the device, stored as its (seed, scalar) log.
+        context.state[PERSONAL_KEY] = ConfigRecord({"seeds": [int(r[0]) for r in personal],
+                                                    "grads": [float(r[1]) for r in personal]})
+        return Message(RecordDict({"res": ConfigRecord(out)}), reply_to=msg)
+
+    return app
+
+
+app = build_client_app()

@@ -1,0 +1,100 @@
+"""The wire format between the server and an edge client: seeds and scalars only.
+
+Server -> client, message type "train" (one ConfigRecord, "ins"):
+    server-round  int
+    log-start     int          index of the first log entry sent (what the client already holds)
+    log-seeds     list[int]    seeds of the log entries the client has not seen
+    log-grads     list[float]  their aggregated projected gradients
+    log-lrs       list[float]  step size in force for each entry
+    seeds         list[int]    K*q seeds for this round's local steps (step-major)
+    eps, lr       float
+Client -> server (one ConfigRecord, "res"):
+    server-round  int
+    grads         list[float]  K*q projected gradients, same order as `seeds`
+    num-examples  int          training examples the client holds
+    train-loss    float
+    theta-hash    str          hash of the theta_t the client rebuilt from the log
+The "evaluate" message carries the same log fields plus `personal-steps`; its reply carries
+accuracies. q is part of the run config; every entry's update divides by it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prge.update_log import LogEntry
+
+
+class ProtocolError(ValueError):
+    """A malformed message (one sentence, used as the rejection reason)."""
+
+
+@dataclass(frozen=True)
+class TrainIns:
+    server_round: int
+    log_start: int
+    log_tail: list[LogEntry]
+    seeds: list[int]
+    eps: float
+    lr: float
+
+
+@dataclass(frozen=True)
+class TrainRes:
+    server_round: int
+    grads: list[float]
+    num_examples: int
+    train_loss: float
+    theta_hash: str
+
+
+def encode_log(start: int, tail: list[LogEntry]) -> dict:
+    return {"log-start": start, "log-seeds": [e.seed for e in tail],
+            "log-grads": [e.grad for e in tail], "log-lrs": [e.lr for e in tail]}
+
+
+def decode_log(rec, q: int) -> tuple[int, list[LogEntry]]:
+    seeds, grads, lrs = list(rec["log-seeds"]), list(rec["log-grads"]), list(rec["log-lrs"])
+    if not len(seeds) == len(grads) == len(lrs):
+        raise ProtocolError("log fields have different lengths")
+    return int(rec["log-start"]), [LogEntry(int(s), float(g), float(lr), q)
+                                   for s, g, lr in zip(seeds, grads, lrs, strict=True)]
+
+
+def encode_train_ins(ins: TrainIns) -> dict:
+    return {"server-round": ins.server_round, **encode_log(ins.log_start, ins.log_tail),
+            "seeds": list(ins.seeds), "eps": float(ins.eps), "lr": float(ins.lr)}
+
+
+def decode_train_ins(rec, q: int) -> TrainIns:
+    start, tail = decode_log(rec, q)
+    return TrainIns(int(rec["server-round"]), start, tail, [int(s) for s in rec["seeds"]],
+                    float(rec["eps"]), float(rec["lr"]))
+
+
+def encode_train_res(res: TrainRes) -> dict:
+    return {"server-round": res.server_round, "grads": [float(g) for g in res.grads],
+            "num-examples": int(res.num_examples), "train-loss": float(res.train_loss),
+            "theta-hash": res.theta_hash}
+
+
+RES_FIELDS = {"server-round": int, "grads": list, "num-examples": int, "train-loss": float,
+              "theta-hash": str}
+
+
+def decode_train_res(rec) -> TrainRes:
+    """Parse a reply, rejecting missing keys and wrong types (values are checked by the server)."""
+    for key, typ in RES_FIELDS.items():
+        if key not in rec:
+            raise ProtocolError(f"reply lacks {key!r}")
+        value = rec[key]
+        ok = isinstance(value, typ) and not isinstance(value, bool)
+        if typ is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok:
+            raise ProtocolError(f"reply field {key!r} has type {type(value).__name__}")
+    grads = rec["grads"]
+    if not all(isinstance(g, int | float) and not isinstance(g, bool) for g in grads):
+        raise ProtocolError("reply field 'grads' holds non-numbers")
+    return TrainRes(rec["server-round"], [float(g) for g in grads], rec["num-examples"],
+                    float(rec["train-loss"]), rec["theta-hash"])

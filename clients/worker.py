@@ -1,0 +1,119 @@
+"""What one simulated edge device does, independent of Flower: rebuild theta_t from the update log,
+run K local P-RGE steps on its own data with the server's seeds, and personalize.
+
+A process (a Ray actor) serves many simulated clients one after another, so everything heavy is
+cached per process: the model and engine (`worker_for`), the partition of the data, and the latest
+rebuilt theta (`ThetaCache`), so that a replay only applies the log entries this process has not
+applied yet.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from clients.partition import ClientData, client_data, partition_indices
+from prge.estimator import prge_step
+from prge.evaluate import evaluate
+from prge.perturb import derive_seed
+from prge.update_log import LogEntry, ThetaCache, replay, theta_hash
+from simulation.build import Setup, build
+from simulation.config import Config
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    grads: list[float]  # K*q projected gradients, step-major
+    num_examples: int
+    train_loss: float
+    theta_hash: str
+
+
+class ClientWorker:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        if not cfg.threads:  # one torch thread per reserved core: clients must not oversubscribe
+            torch.set_num_threads(max(1, int(cfg.client_cpus)))
+        self.setup: Setup = build(cfg)
+        self.cache = ThetaCache(self.setup.scorer.dim)
+        self._data: dict[int, ClientData] = {}
+
+    @cached_property
+    def shares(self) -> list[list[int]]:
+        return partition_indices(self.setup.task.train, self.cfg.num_clients, self.cfg.partition,
+                                 self.cfg.alpha, self.cfg.seed)
+
+    def data(self, partition_id: int) -> ClientData:
+        if partition_id not in self._data:
+            self._data[partition_id] = client_data(
+                self.setup.task.train, self.shares[partition_id], partition_id,
+                self.cfg.client_test_fraction, self.cfg.seed)
+        return self._data[partition_id]
+
+    def _batch(self, data: ClientData, *path):
+        rng = np.random.default_rng(derive_seed(self.cfg.seed, "local-batch", *path))
+        size = min(self.cfg.batch_size, len(data.train))
+        idx = rng.choice(len(data.train), size=size, replace=False)
+        return self.setup.encoder.encode([data.train[i] for i in idx])
+
+    def local_steps(self, theta: torch.Tensor, data: ClientData, seeds: list[int], eps: float,
+                    lr: float, *path) -> tuple[list[float], list[float]]:
+        """K = len(seeds) / q P-RGE steps on the client's data; theta is updated in place."""
+        q = self.cfg.q
+        grads, losses = [], []
+        for k in range(len(seeds) // q):
+            batch = self._batch(data, *path, k)
+            result = prge_step(self.setup.engine, batch, theta, seeds[k * q:(k + 1) * q], eps=eps,
+                               lr=lr, mode=self.cfg.mode)
+            grads.extend(result.grads)
+            losses.append(result.loss)
+        return grads, losses
+
+    def train(self, partition_id: int, log: list[LogEntry], server_round: int, seeds: list[int],
+              eps: float, lr: float) -> LocalResult:
+        theta = self.cache.rebuild(log)  # theta_t, a fresh copy
+        rebuilt = theta_hash(theta)
+        data = self.data(partition_id)
+        grads, losses = self.local_steps(theta, data, seeds, eps, lr, server_round, partition_id)
+        return LocalResult(grads, len(data.train), float(np.mean(losses)), rebuilt)
+
+    def personalize(self, partition_id: int, log: list[LogEntry], steps: int) -> dict:
+        """Global vs personalized accuracy on the client's own test data.
+
+        The personal adapter is theta_T plus a local log of (seed, scalar) steps on the client's
+        own data with its own seeds; it is returned as that log, never as a tensor.
+        """
+        theta = self.cache.rebuild(log)
+        data = self.data(partition_id)
+        test = data.test[: self.cfg.client_eval_size or None]
+        seeds = [derive_seed(self.cfg.seed, "personal", partition_id, i)
+                 for i in range(steps * self.cfg.q)]
+        personal_log: list[LogEntry] = []
+        if steps:
+            grads, _ = self.local_steps(theta.clone(), data, seeds, self.cfg.eps, self.cfg.lr,
+                                        "personal", partition_id)
+            personal_log = [LogEntry(s, g, self.cfg.lr, self.cfg.q)
+                            for s, g in zip(seeds, grads, strict=True)]
+        out = {"num-test": len(test), "personal-log": [e.to_row() for e in personal_log]}
+        if test:
+            glob = evaluate(self.setup.engine, self.setup.encoder, test, theta)
+            personal = replay(theta.clone(), personal_log)
+            pers = evaluate(self.setup.engine, self.setup.encoder, test, personal)
+            out.update({"global-acc": glob.acc, "personal-acc": pers.acc})
+        return out
+
+
+_WORKERS: dict[str, ClientWorker] = {}
+
+
+def worker_for(cfg: Config) -> ClientWorker:
+    """The process-wide worker for this run config (built once per process)."""
+    key = json.dumps(cfg.to_dict(), sort_keys=True)
+    if key not in _WORKERS:
+        _WORKERS.clear()  # one run per process at a time: free the previous model
+        _WORKERS[key] = ClientWorker(cfg)
+    return _WORKERS[key]

@@ -1,0 +1,76 @@
+"""`fedprge run`: one federated simulation on Flower's simulation engine with the Ray backend.
+
+This module is the only place that starts Flower's simulation runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+
+from simulation.config import Config, ConfigError
+from simulation.rundir import new_run_dir, write_json
+
+
+class RunError(RuntimeError):
+    """The simulation did not finish (one sentence pointing at the run directory)."""
+
+
+def backend_config(cfg: Config) -> dict:
+    init_args: dict = {"include_dashboard": False, "logging_level": logging.ERROR,
+                       "log_to_driver": True}
+    if cfg.ray_address:
+        init_args = {"address": cfg.ray_address, "logging_level": logging.ERROR}
+    else:
+        init_args["num_cpus"] = os.cpu_count() or 1
+    return {"client_resources": {"num_cpus": cfg.client_cpus, "num_gpus": 0.0},
+            "init_args": init_args}
+
+
+def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = True) -> Path:
+    from flwr.simulation import run_simulation
+
+    from clients.app import build_client_app
+    from simulation.server_app import build_server_app
+    from strategies.loader import StrategyError, load_strategy
+
+    try:
+        load_strategy(cfg.strategy)  # fail before starting Ray
+    except StrategyError as err:
+        raise ConfigError(str(err)) from None
+    run_dir = new_run_dir(cfg.out, "run", out)
+    write_json(run_dir / "config.json", cfg.to_dict())
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_simulation(server_app=build_server_app(cfg, run_dir, progress),
+                       client_app=build_client_app(cfg), num_supernodes=cfg.num_clients,
+                       backend_config=backend_config(cfg))
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        raise RunError(f"the simulation stopped before finishing; see {run_dir}/metrics.jsonl")
+    if progress:
+        print_summary(run_dir, json.loads(summary_path.read_text()))
+    return run_dir
+
+
+def print_summary(run_dir: Path, s: dict) -> None:
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.1f} %"
+
+    rows = [
+        ("zero-shot accuracy (raw / calibrated)", f"{pct(s['zero_shot_acc'])} / {pct(s['zero_shot_acc_cal'])}"),
+        ("final global accuracy (raw / calibrated)", f"{pct(s['final_acc'])} / {pct(s['final_acc_cal'])}"),
+        ("clients' own test data: global / personalized", f"{pct(s['client_global_acc'])} / {pct(s['client_personal_acc'])}"),
+        ("bytes up / down (training rounds)", f"{s['bytes_up']:,} / {s['bytes_down']:,}"),
+        ("bytes up per client per round", f"{s['bytes_up_per_client_round']:,.0f}"),
+        ("adapter dims / update-log entries", f"{s['adapter_dim']:,} / {s['log_len']:,}"),
+        ("wall time", f"{s['wall_s'] / 60:.1f} min"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print(f"run directory: {run_dir}")
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")

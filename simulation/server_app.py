@@ -1,0 +1,250 @@
+"""The Flower ServerApp: samples clients, ships log tails and seeds, validates and aggregates scalar
+replies, keeps the update log (the whole model state), evaluates, and writes the run directory.
+
+The server holds no client's data and needs the model only for central evaluation: aggregation
+touches seeds and scalars alone.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.common.serde import message_to_proto
+from flwr.serverapp import Grid, ServerApp
+from tqdm import tqdm
+
+from clients.protocol import ProtocolError, TrainIns, decode_train_res, encode_log, encode_train_ins
+from prge.estimator import scheduled_lr
+from prge.evaluate import evaluate
+from prge.perturb import derive_seed
+from prge.update_log import LogEntry, replay, theta_hash
+from simulation.build import build
+from simulation.config import Config, config_from_mapping
+from simulation.rundir import JsonlWriter, new_run_dir, write_json
+from strategies.base import ScalarReply
+from strategies.loader import load_strategy
+
+NODE_WAIT_S = 120.0
+
+
+def wire_size(msg: Message) -> int:
+    """Bytes of the serialized message (metadata + content), as it crosses the wire."""
+    return message_to_proto(msg).ByteSize()
+
+
+class FederatedServer:
+    def __init__(self, cfg: Config, run_dir: Path, grid: Grid, progress: bool = True):
+        self.cfg, self.run_dir, self.grid, self.progress = cfg, run_dir, grid, progress
+        self.strategy = load_strategy(cfg.strategy)
+        self.setup = build(cfg)  # central evaluation only
+        self.theta = self.setup.scorer.layout.zeros()
+        self.log: list[LogEntry] = []
+        self.held: dict[int, int] = {}  # partition id -> log length that client already holds
+        self.node_of: dict[int, int] = {}  # partition id -> Flower node id
+        self.metrics = JsonlWriter(run_dir / "metrics.jsonl")
+        self.log_file = JsonlWriter(run_dir / "update_log.jsonl")
+        self.totals = Counter()
+
+    # -- set-up -------------------------------------------------------------------------------
+    def discover_nodes(self) -> None:
+        """Ask every node for its partition id once; cohorts are then sampled over partition ids,
+        so they do not depend on Flower's random node ids."""
+        deadline = time.monotonic() + NODE_WAIT_S
+        while len(nodes := list(self.grid.get_node_ids())) < self.cfg.num_clients:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(nodes)} of {self.cfg.num_clients} clients came up")
+            time.sleep(0.2)
+        asks = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in nodes]
+        for reply in self.grid.send_and_receive(asks):
+            if reply.has_error():
+                raise RuntimeError(f"client failed to start: {reply.error.reason}")
+            pid = int(reply.content["node"]["partition-id"])
+            self.node_of[pid] = reply.metadata.src_node_id
+        missing = set(range(self.cfg.num_clients)) - set(self.node_of)
+        if missing:
+            raise RuntimeError(f"no node holds partition(s) {sorted(missing)}")
+
+    # -- one round ----------------------------------------------------------------------------
+    def cohort(self, server_round: int) -> list[int]:
+        rng = np.random.default_rng(derive_seed(self.cfg.seed, "cohort", server_round))
+        pids = rng.choice(self.cfg.num_clients, size=self.cfg.clients_per_round, replace=False)
+        return sorted(int(p) for p in pids)
+
+    def round_seeds(self, server_round: int) -> list[int]:
+        n = self.cfg.local_steps * self.cfg.q
+        return [derive_seed(self.cfg.seed, "round", server_round, j) for j in range(n)]
+
+    def check(self, reply: Message, server_round: int, expected_hash: str):
+        """(ScalarReply, None) for a valid reply, else (None, reason). Never raises."""
+        if reply.has_error():
+            return None, "client-error"
+        try:
+            res = decode_train_res(reply.content["res"])
+        except (ProtocolError, KeyError, TypeError):
+            return None, "malformed"
+        if res.server_round != server_round:
+            return None, "wrong-round"
+        if len(res.grads) != self.cfg.local_steps * self.cfg.q:
+            return None, "wrong-length"
+        if not all(math.isfinite(g) for g in res.grads) or not math.isfinite(res.train_loss):
+            return None, "non-finite"
+        if res.num_examples < 1:
+            return None, "no-examples"
+        if res.theta_hash != expected_hash:
+            return None, "hash-mismatch"
+        pid = self._pid_of(reply.metadata.src_node_id)
+        return ScalarReply(pid, np.asarray(res.grads, dtype=np.float64), res.num_examples,
+                           res.train_loss), None
+
+    def _pid_of(self, node_id: int) -> int:
+        return next(p for p, n in self.node_of.items() if n == node_id)
+
+    def run_round(self, server_round: int) -> dict:
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        lr = scheduled_lr(cfg.lr, server_round - 1, cfg.rounds, cfg.lr_schedule)
+        seeds = self.round_seeds(server_round)
+        expected = theta_hash(self.theta)
+        messages, bytes_down = [], 0
+        for pid in self.cohort(server_round):
+            start = self.held.get(pid, 0)
+            ins = TrainIns(server_round, start, self.log[start:], seeds, cfg.eps, lr)
+            msg = Message(RecordDict({"ins": ConfigRecord(encode_train_ins(ins))}),
+                          dst_node_id=self.node_of[pid], message_type="train",
+                          group_id=str(server_round))
+            bytes_down += wire_size(msg)
+            messages.append(msg)
+        valid: list[ScalarReply] = []
+        rejected: Counter = Counter()
+        bytes_up = 0
+        for reply in self.grid.send_and_receive(messages):
+            bytes_up += wire_size(reply)
+            ok, reason = self.check(reply, server_round, expected)
+            pid = self._pid_of(reply.metadata.src_node_id)
+            if ok is None:
+                rejected[reason] += 1
+                self.held[pid] = 0  # its stored log may be stale: send the whole log next time
+                continue
+            valid.append(ok)
+            self.held[pid] = len(self.log)
+        missing = len(messages) - sum(rejected.values()) - len(valid)
+        if missing:
+            rejected["no-reply"] += missing
+        record = {"round": server_round, "replies": len(valid), "rejected": sum(rejected.values()),
+                  "bytes_down": bytes_down, "bytes_up": bytes_up, "lr": lr}
+        if rejected:
+            record["rejected_reasons"] = dict(rejected)
+        if valid:
+            agg = np.asarray(self.strategy.aggregate(server_round, valid), dtype=np.float64)
+            if agg.shape == (len(seeds),) and np.isfinite(agg).all():
+                new = [LogEntry(s, float(g), lr, cfg.q) for s, g in zip(seeds, agg, strict=True)]
+                replay(self.theta, new)
+                self.log.extend(new)
+                for e in new:
+                    self.log_file.write({"round": server_round, "seed": e.seed, "grad": e.grad,
+                                         "lr": e.lr, "q": e.q})
+            else:
+                record["aggregate_rejected"] = True
+            weights = np.array([r.num_examples for r in valid], dtype=np.float64)
+            losses = np.array([r.train_loss for r in valid])
+            record["train_loss"] = float(weights @ losses / weights.sum())
+        record.update(theta_hash=theta_hash(self.theta), log_len=len(self.log),
+                      round_s=time.perf_counter() - t0)
+        return record
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def central_eval(self) -> dict:
+        test = self.setup.task.test[: self.cfg.eval_size or None]
+        r = evaluate(self.setup.engine, self.setup.encoder, test, self.theta)
+        return {"test_acc": r.acc, "test_acc_cal": r.acc_calibrated, "test_loss": r.loss}
+
+    def personalize(self) -> list[dict]:
+        """Every client: global vs personalized accuracy on its own test data."""
+        messages = []
+        for pid in range(self.cfg.num_clients):
+            start = self.held.get(pid, 0)
+            content = {**encode_log(start, self.log[start:]),
+                       "personal-steps": self.cfg.personal_steps}
+            messages.append(Message(RecordDict({"ins": ConfigRecord(content)}),
+                                    dst_node_id=self.node_of[pid], message_type="evaluate"))
+            self.totals["bytes_down_eval"] += wire_size(messages[-1])
+        rows = []
+        for reply in self.grid.send_and_receive(messages):
+            self.totals["bytes_up_eval"] += wire_size(reply)
+            pid = self._pid_of(reply.metadata.src_node_id)
+            if reply.has_error():
+                rows.append({"client": pid, "error": reply.error.reason[:200]})
+                continue
+            m = reply.content["res"]
+            rows.append({"client": pid, "num_test": int(m["num-test"]),
+                         **({"global_acc": float(m["global-acc"]),
+                             "personal_acc": float(m["personal-acc"])} if "global-acc" in m else {})})
+        return sorted(rows, key=lambda r: r["client"])
+
+    # -- the whole run ------------------------------------------------------------------------
+    def run(self) -> dict:
+        start = time.perf_counter()
+        self.discover_nodes()
+        zero = self.central_eval()
+        self.metrics.write({"round": 0, **zero, "theta_hash": theta_hash(self.theta),
+                            "elapsed_s": time.perf_counter() - start})
+        last = zero
+        bar = tqdm(range(1, self.cfg.rounds + 1), desc="rounds", unit="round",
+                   disable=not self.progress)
+        for t in bar:
+            record = self.run_round(t)
+            if t % self.cfg.eval_every == 0 or t == self.cfg.rounds:
+                last = self.central_eval()
+                record.update(last)
+            self.totals["bytes_up"] += record["bytes_up"]
+            self.totals["bytes_down"] += record["bytes_down"]
+            record["elapsed_s"] = time.perf_counter() - start
+            self.metrics.write(record)
+            bar.set_postfix(acc=f"{last['test_acc']:.3f}", cal=f"{last['test_acc_cal']:.3f}",
+                            up=f"{self.totals['bytes_up']:,}B", down=f"{self.totals['bytes_down']:,}B")
+        clients = self.personalize() if self.cfg.personal_steps or self.cfg.client_eval_size else []
+        write_json(self.run_dir / "clients.json", clients)
+        scored = [c for c in clients if "global_acc" in c]
+        summary = {
+            "rounds": self.cfg.rounds, "adapter_dim": self.setup.scorer.dim,
+            "eval_examples": len(self.setup.task.test[: self.cfg.eval_size or None]),
+            "zero_shot_acc": zero["test_acc"], "zero_shot_acc_cal": zero["test_acc_cal"],
+            "final_acc": last["test_acc"], "final_acc_cal": last["test_acc_cal"],
+            "client_global_acc": float(np.mean([c["global_acc"] for c in scored])) if scored else None,
+            "client_personal_acc": float(np.mean([c["personal_acc"] for c in scored])) if scored else None,
+            "bytes_up": self.totals["bytes_up"], "bytes_down": self.totals["bytes_down"],
+            "bytes_up_per_client_round": self.totals["bytes_up"] / max(1, self.cfg.rounds * self.cfg.clients_per_round),
+            "bytes_eval": self.totals["bytes_up_eval"] + self.totals["bytes_down_eval"],
+            "final_theta_hash": theta_hash(self.theta), "log_len": len(self.log),
+            "strategy": self.cfg.strategy, "strategy_summary": self.strategy.summary(),
+            "wall_s": time.perf_counter() - start,
+        }
+        write_json(self.run_dir / "summary.json", summary)
+        self.metrics.close()
+        self.log_file.close()
+        return summary
+
+
+def build_server_app(cfg: Config | None = None, run_dir: Path | None = None,
+                     progress: bool = True) -> ServerApp:
+    """A ServerApp for `cfg` (the `fedprge run` path) or, when None, for the run config Flower
+    passes in the Context (the `flwr run .` path)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_cfg = cfg or config_from_mapping(dict(context.run_config))
+        out = run_dir or new_run_dir(run_cfg.out, "run")
+        if run_dir is None:
+            write_json(out / "config.json", run_cfg.to_dict())
+        FederatedServer(run_cfg, out, grid, progress).run()
+
+    return app
+
+
+app = build_server_app()
