@@ -20,7 +20,7 @@ prepare: $(INSTALLED)
 	$(VENV)/bin/fedprge prepare
 
 demo: prepare
-	$(VENV)/bin/fedprge train --config configs/demo.toml
+	$(VENV)/bin/fedprge run --config configs/demo.toml
 
 # pytest exits 5 when it collects nothing: that is a failure of the suite, not a pass.
 test: prepare

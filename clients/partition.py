@@ -6,6 +6,7 @@ accuracy is measured on data from the client's own distribution.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -52,24 +53,32 @@ def partition_indices(examples: Sequence[Example], num_clients: int, how: str, a
         part.dataset = ds
         shares = [part.load_partition(p)["idx"] for p in range(num_clients)]
     elif how == "dirichlet":
-        min_size = max(1, min(10, len(examples) // (2 * num_clients)))
+        # Each client needs a few examples of its own (to train on and to test personalization).
+        min_size = max(2, min(10, len(examples) // (10 * num_clients)))
         part = DirichletPartitioner(num_partitions=num_clients, partition_by="label", alpha=alpha,
                                     min_partition_size=min_size,
                                     seed=derive_seed(seed, "dirichlet") % 2**32)
         part.dataset = ds
-        shares = [part.load_partition(p)["idx"] for p in range(num_clients)]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # retries are reported by the error below
+                shares = [part.load_partition(p)["idx"] for p in range(num_clients)]
+        except ValueError:
+            raise PartitionError(
+                f"alpha={alpha} leaves some of {num_clients} clients under {min_size} examples; "
+                "raise alpha or lower num-clients") from None
     elif how == "domain":
         # Clients take the domains in turn (client i -> domain i mod D); a domain shared by
         # several clients is split among them IID.
         natural = NaturalIdPartitioner(partition_by="domain")
         natural.dataset = ds
-        domains = natural.partition_id_to_natural_id
-        if num_clients < len(domains):
-            raise PartitionError(f"partition=domain needs num-clients >= the {len(domains)} domains")
+        n_domains = natural.num_partitions  # one flwr-datasets partition per domain
+        if num_clients < n_domains:
+            raise PartitionError(f"partition=domain needs num-clients >= the {n_domains} domains")
         shares = []
         for client in range(num_clients):
-            d = client % len(domains)
-            members = list(range(d, num_clients, len(domains)))
+            d = client % n_domains
+            members = list(range(d, num_clients, n_domains))
             rows = natural.load_partition(d)["idx"]
             shares.append(rows[members.index(client)::len(members)])
     else:

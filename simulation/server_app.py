@@ -32,9 +32,28 @@ from strategies.loader import load_strategy
 NODE_WAIT_S = 120.0
 
 
+def sample_cohort(cfg: Config, server_round: int) -> list[int]:
+    """Partition ids of the round's clients: a function of (seed, round) only."""
+    rng = np.random.default_rng(derive_seed(cfg.seed, "cohort", server_round))
+    pids = rng.choice(cfg.num_clients, size=cfg.clients_per_round, replace=False)
+    return sorted(int(p) for p in pids)
+
+
+MAX_ID = 2**63 - 1
+
+
 def wire_size(msg: Message) -> int:
-    """Bytes of the serialized message (metadata + content), as it crosses the wire."""
-    return message_to_proto(msg).ByteSize()
+    """Bytes of the serialized message (metadata + content), as it crosses the wire.
+
+    Flower draws node and run ids at random, and a varint's width depends on its value; we count
+    every id at its widest (9 bytes) so that byte counts are an exact function of the run's seed.
+    """
+    proto = message_to_proto(msg)
+    meta = proto.metadata
+    meta.run_id, meta.src_node_id, meta.dst_node_id = MAX_ID, MAX_ID, MAX_ID
+    meta.created_at = 0.5  # a double: fixed width whatever the clock says
+    meta.message_id = "0" * 64  # assigned at push time (a 64-hex digest); count it either way
+    return proto.ByteSize()
 
 
 class FederatedServer:
@@ -71,9 +90,7 @@ class FederatedServer:
 
     # -- one round ----------------------------------------------------------------------------
     def cohort(self, server_round: int) -> list[int]:
-        rng = np.random.default_rng(derive_seed(self.cfg.seed, "cohort", server_round))
-        pids = rng.choice(self.cfg.num_clients, size=self.cfg.clients_per_round, replace=False)
-        return sorted(int(p) for p in pids)
+        return sample_cohort(self.cfg, server_round)
 
     def round_seeds(self, server_round: int) -> list[int]:
         n = self.cfg.local_steps * self.cfg.q
