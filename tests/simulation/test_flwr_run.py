@@ -1,0 +1,60 @@
+"""`flwr run .` drives the same ServerApp/ClientApp through Flower's own local SuperLink."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _superlink_pids(flwr_home: Path) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "flower-superlink" in cmd and str(flwr_home) in cmd:
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_flwr_run_completes_and_writes_a_run_directory(tmp_path):
+    home, out = tmp_path / "flwr-home", tmp_path / "runs"
+    bin_dir = str(Path(sys.executable).parent)
+    env = dict(os.environ, FLWR_HOME=str(home), FLWR_TELEMETRY_ENABLED="0",
+               FLWR_DISABLE_UPDATE_CHECK="1", FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+               PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
+    flwr = str(Path(bin_dir) / "flwr")
+    try:
+        start = subprocess.run(
+            [flwr, "run", ".", "--federation-config", "num-supernodes=5",
+             "--run-config", f"rounds=2 num-clients=5 clients-per-round=2 out='{out}'"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert start.returncode == 0, start.stdout + start.stderr
+        status = ""
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline:
+            listing = subprocess.run([flwr, "list", "--format", "json"], cwd=ROOT, env=env,
+                                     capture_output=True, text=True, timeout=60)
+            runs = json.loads(listing.stdout)["runs"]
+            status = runs[0]["status"] if runs else ""
+            if status.startswith("finished"):
+                break
+            time.sleep(3)
+        assert status == "finished:completed", status
+        (run_dir,) = out.iterdir()
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["rounds"] == 2 and summary["log_len"] == 2 * 2 * 8
+    finally:
+        for pid in _superlink_pids(home):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while _superlink_pids(home) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _superlink_pids(home)
