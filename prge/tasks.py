@@ -125,9 +125,23 @@ def load_task(name: str, *, template: str | None = None,
         label_words = tuple(label_words or MR_LABEL_WORDS)
         train, test = _split(load_mr_examples(), test_fraction, split_seed)
         return Task("mr", template, label_words, train, test)
+    if name == "mixed":
+        # Several domains for `partition=domain`: MR movie snippets plus the human-rated tweets,
+        # Amazon and NYT snippets of vaderSentiment's sdist, under one prompt and verbalizer.
+        from prge.vader import load_vader_examples
+
+        template = template or MR_TEMPLATE
+        label_words = tuple(label_words or MR_LABEL_WORDS)
+        seen, examples = set(), []
+        for ex in load_mr_examples() + load_vader_examples():
+            if ex.text not in seen:
+                seen.add(ex.text)
+                examples.append(ex)
+        train, test = _split(examples, test_fraction, split_seed)
+        return Task("mixed", template, label_words, train, test)
     path = Path(name).expanduser()
     if not path.is_file():
-        raise TaskError(f"unknown task {name!r}: use 'mr' or the path of a .csv/.jsonl file")
+        raise TaskError(f"unknown task {name!r}: use 'mr', 'mixed' or the path of a .csv/.jsonl file")
     if not label_words:
         raise TaskError("a task file needs label-words, e.g. --set 'label-words=[\" no\", \" yes\"]'")
     template = template or "{text}"

@@ -29,7 +29,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedprge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    prep = sub.add_parser("prepare", help="convert the offline default model into the cache")
+    prep = sub.add_parser("prepare", help="convert the offline default model and fetch the extra sentiment data into the cache")
     prep.add_argument("--cache", help="cache directory (default: $FEDPRGE_CACHE or ~/.cache/fedprge)")
     prep.add_argument("--force", action="store_true", help="convert again even if cached")
     tr = sub.add_parser("train", help="centralized P-RGE fine-tuning on one client")
@@ -42,8 +42,10 @@ def _parser() -> argparse.ArgumentParser:
 def _prepare(args: argparse.Namespace) -> int:
     from prge.models import prepare_default_model
 
-    path = prepare_default_model(args.cache, force=args.force)
-    print(path)
+    from prge.vader import prepare_vader
+
+    print(prepare_default_model(args.cache, force=args.force))
+    print(prepare_vader(args.cache))
     return 0
 
 
