@@ -8,9 +8,9 @@ import sys
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+    from clients.partition import PartitionError
     from prge.lora_fa import AdapterError
     from prge.models import ModelError
-    from clients.partition import PartitionError
     from prge.tasks import TaskError
     from simulation.config import ConfigError
     from strategies.loader import StrategyError
@@ -29,7 +29,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedprge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    prep = sub.add_parser("prepare", help="convert the offline default model and fetch the extra sentiment data into the cache")
+    prep = sub.add_parser("prepare", help="convert the default model and fetch the extra data into the cache")
     prep.add_argument("--cache", help="cache directory (default: $FEDPRGE_CACHE or ~/.cache/fedprge)")
     prep.add_argument("--force", action="store_true", help="convert again even if cached")
     tr = sub.add_parser("train", help="centralized P-RGE fine-tuning on one client")
@@ -41,7 +41,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _prepare(args: argparse.Namespace) -> int:
     from prge.models import prepare_default_model
-
     from prge.vader import prepare_vader
 
     print(prepare_default_model(args.cache, force=args.force))

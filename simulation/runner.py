@@ -62,9 +62,12 @@ def print_summary(run_dir: Path, s: dict) -> None:
         return "-" if x is None else f"{100 * x:.1f} %"
 
     rows = [
-        ("zero-shot accuracy (raw / calibrated)", f"{pct(s['zero_shot_acc'])} / {pct(s['zero_shot_acc_cal'])}"),
-        ("final global accuracy (raw / calibrated)", f"{pct(s['final_acc'])} / {pct(s['final_acc_cal'])}"),
-        ("clients' own test data: global / personalized", f"{pct(s['client_global_acc'])} / {pct(s['client_personal_acc'])}"),
+        ("zero-shot accuracy (raw / calibrated)",
+         f"{pct(s['zero_shot_acc'])} / {pct(s['zero_shot_acc_cal'])}"),
+        ("final global accuracy (raw / calibrated)",
+         f"{pct(s['final_acc'])} / {pct(s['final_acc_cal'])}"),
+        ("clients' own test data: global / personalized",
+         f"{pct(s['client_global_acc'])} / {pct(s['client_personal_acc'])}"),
         ("bytes up / down (training rounds)", f"{s['bytes_up']:,} / {s['bytes_down']:,}"),
         ("bytes up per client per round", f"{s['bytes_up_per_client_round']:,.0f}"),
         ("adapter dims / update-log entries", f"{s['adapter_dim']:,} / {s['log_len']:,}"),

@@ -227,15 +227,20 @@ class FederatedServer:
         clients = self.personalize() if self.cfg.personal_steps or self.cfg.client_eval_size else []
         write_json(self.run_dir / "clients.json", clients)
         scored = [c for c in clients if "global_acc" in c]
+
+        def client_mean(key: str) -> float | None:
+            return float(np.mean([c[key] for c in scored])) if scored else None
+
+        updates = self.cfg.rounds * self.cfg.clients_per_round
         summary = {
             "rounds": self.cfg.rounds, "adapter_dim": self.setup.scorer.dim,
             "eval_examples": len(self.setup.task.test[: self.cfg.eval_size or None]),
             "zero_shot_acc": zero["test_acc"], "zero_shot_acc_cal": zero["test_acc_cal"],
             "final_acc": last["test_acc"], "final_acc_cal": last["test_acc_cal"],
-            "client_global_acc": float(np.mean([c["global_acc"] for c in scored])) if scored else None,
-            "client_personal_acc": float(np.mean([c["personal_acc"] for c in scored])) if scored else None,
+            "client_global_acc": client_mean("global_acc"),
+            "client_personal_acc": client_mean("personal_acc"),
             "bytes_up": self.totals["bytes_up"], "bytes_down": self.totals["bytes_down"],
-            "bytes_up_per_client_round": self.totals["bytes_up"] / max(1, self.cfg.rounds * self.cfg.clients_per_round),
+            "bytes_up_per_client_round": self.totals["bytes_up"] / max(1, updates),
             "bytes_eval": self.totals["bytes_up_eval"] + self.totals["bytes_down_eval"],
             "final_theta_hash": theta_hash(self.theta), "log_len": len(self.log),
             "strategy": self.cfg.strategy, "strategy_summary": self.strategy.summary(),
