@@ -70,9 +70,9 @@ def parse_ground_truth(text: str, domain: str) -> list[Example]:
 
 def load_vader_examples(path: str | os.PathLike | None = None,
                         domains: tuple[str, ...] = tuple(DOMAIN_FILES)) -> list[Example]:
-    path = Path(path) if path else vader_path()
+    path = Path(path) if path else prepare_vader()  # fetched once into the cache if missing
     if not path.is_file():
-        raise TaskError(f"{SDIST} is not in the cache: run `fedprge prepare` first")
+        raise TaskError(f"{SDIST} is not in the cache at {path}")
     with tarfile.open(path) as outer:
         inner_bytes = outer.extractfile(INNER).read()
     examples = []

@@ -33,7 +33,16 @@ def build_task(cfg: Config) -> Task:
                      split_seed=cfg.split_seed)
 
 
+def quiet_libraries() -> None:
+    """Hide the libraries' per-load progress bars (in every process, Ray actors included)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def build(cfg: Config, task: Task | None = None) -> Setup:
+    quiet_libraries()
     task = task or build_task(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

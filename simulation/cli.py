@@ -53,17 +53,8 @@ def _train(args: argparse.Namespace) -> int:
     from simulation.train import train
 
     cfg = load_config(args.config, args.overrides)
-    _quiet_libraries()
     train(cfg, out=args.out, progress=not args.quiet)
     return 0
-
-
-def _quiet_libraries() -> None:
-    """Hide per-load progress bars of the libraries; our own progress bar says what matters."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -71,7 +62,6 @@ def _run(args: argparse.Namespace) -> int:
     from simulation.runner import run_federated
 
     cfg = load_config(args.config, args.overrides)
-    _quiet_libraries()
     run_federated(cfg, out=args.out, progress=not args.quiet)
     return 0
 

@@ -35,7 +35,7 @@ def test_nested_sdist_tarball_is_read_without_extracting(tmp_path):
     got = load_vader_examples(sdist)
     assert [(e.domain, e.label) for e in got] == [("tweets", 1), ("tweets", 0), ("amazon", 1),
                                                   ("nyt", 0)]
-    with pytest.raises(TaskError, match="fedprge prepare"):
+    with pytest.raises(TaskError, match="not in the cache"):
         load_vader_examples(tmp_path / "missing.tar.gz")
 
 
