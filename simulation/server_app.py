@@ -65,6 +65,7 @@ class FederatedServer:
         self.log: list[LogEntry] = []
         self.held: dict[int, int] = {}  # partition id -> log length that client already holds
         self.node_of: dict[int, int] = {}  # partition id -> Flower node id
+        self.pid_of: dict[int, int] = {}  # Flower node id -> partition id
         self.metrics = JsonlWriter(run_dir / "metrics.jsonl")
         self.log_file = JsonlWriter(run_dir / "update_log.jsonl")
         self.totals = Counter()
@@ -84,6 +85,7 @@ class FederatedServer:
                 raise RuntimeError(f"client failed to start: {reply.error.reason}")
             pid = int(reply.content["node"]["partition-id"])
             self.node_of[pid] = reply.metadata.src_node_id
+            self.pid_of[reply.metadata.src_node_id] = pid
         missing = set(range(self.cfg.num_clients)) - set(self.node_of)
         if missing:
             raise RuntimeError(f"no node holds partition(s) {sorted(missing)}")
@@ -114,12 +116,9 @@ class FederatedServer:
             return None, "no-examples"
         if res.theta_hash != expected_hash:
             return None, "hash-mismatch"
-        pid = self._pid_of(reply.metadata.src_node_id)
-        return ScalarReply(pid, np.asarray(res.grads, dtype=np.float64), res.num_examples,
-                           res.train_loss), None
-
-    def _pid_of(self, node_id: int) -> int:
-        return next(p for p, n in self.node_of.items() if n == node_id)
+        grads = np.asarray(res.grads, dtype=np.float64)
+        pid = self.pid_of[reply.metadata.src_node_id]
+        return ScalarReply(pid, grads, res.num_examples, res.train_loss), None
 
     def run_round(self, server_round: int) -> dict:
         t0 = time.perf_counter()
@@ -141,8 +140,11 @@ class FederatedServer:
         bytes_up = 0
         for reply in self.grid.send_and_receive(messages):
             bytes_up += wire_size(reply)
+            pid = self.pid_of.get(reply.metadata.src_node_id)
+            if pid is None:  # not a node we sent to: never aggregated, never tracked
+                rejected["unknown-node"] += 1
+                continue
             ok, reason = self.check(reply, server_round, expected)
-            pid = self._pid_of(reply.metadata.src_node_id)
             if ok is None:
                 rejected[reason] += 1
                 self.held[pid] = 0  # its stored log may be stale: send the whole log next time
@@ -157,7 +159,11 @@ class FederatedServer:
         if rejected:
             record["rejected_reasons"] = dict(rejected)
         if valid:
-            agg = np.asarray(self.strategy.aggregate(server_round, valid), dtype=np.float64)
+            try:
+                agg = np.asarray(self.strategy.aggregate(server_round, valid), dtype=np.float64)
+            except Exception as err:  # a plug-in's bug must not take the global state with it
+                agg = np.full(len(seeds), np.nan)
+                record["aggregate_error"] = f"{type(err).__name__}: {err}"[:200]
             if agg.shape == (len(seeds),) and np.isfinite(agg).all():
                 new = [LogEntry(s, float(g), lr, cfg.q) for s, g in zip(seeds, agg, strict=True)]
                 replay(self.theta, new)
@@ -193,7 +199,7 @@ class FederatedServer:
         rows = []
         for reply in self.grid.send_and_receive(messages):
             self.totals["bytes_up_eval"] += wire_size(reply)
-            pid = self._pid_of(reply.metadata.src_node_id)
+            pid = self.pid_of.get(reply.metadata.src_node_id, -1)
             if reply.has_error():
                 rows.append({"client": pid, "error": reply.error.reason[:200]})
                 continue
