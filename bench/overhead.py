@@ -67,7 +67,8 @@ class LoopGrid(Grid):
 
 
 def loop_run(cfg, out: Path) -> float:
-    TaskIdentity.run_id = 1
+    # what the ServerApp runtime would set before the first message
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     out.mkdir(parents=True)
     t0 = time.perf_counter()
     FederatedServer(cfg, out, LoopGrid(build_client_app(cfg), cfg.num_clients), progress=False).run()
