@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
+from prge.engines.base import Engine
 from prge.engines.eager import EagerEngine
 from prge.lora_fa import AdapterError
-from prge.models import load_model
+from prge.models import cache_root, load_model
 from prge.perturb import derive_seed
 from prge.scorer import LabelScorer
 from prge.tasks import PromptEncoder, Task, load_task
@@ -20,7 +21,7 @@ class Setup:
     task: Task
     encoder: PromptEncoder
     scorer: LabelScorer
-    engine: EagerEngine
+    engine: Engine
 
     @property
     def eval_examples(self):
@@ -55,4 +56,12 @@ def build(cfg: Config, task: Task | None = None) -> Setup:
                              layers=cfg.layers, adapter_seed=derive_seed(cfg.seed, "lora-A"))
     except AdapterError as err:
         raise ConfigError(str(err)) from None
-    return Setup(task, encoder, scorer, EagerEngine(scorer, threads=cfg.threads))
+    if cfg.engine == "executorch":
+        from prge.engines.executorch import ExecuTorchEngine
+
+        engine = ExecuTorchEngine(scorer, cache_root(cfg.cache or None) / "programs",
+                                  batch_rows=cfg.batch_size, max_length=cfg.max_length,
+                                  threads=cfg.threads)
+    else:
+        engine = EagerEngine(scorer, threads=cfg.threads)
+    return Setup(task, encoder, scorer, engine)

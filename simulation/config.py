@@ -38,7 +38,7 @@ class Config:
     layers: str = "all"  # all | last-N | I-J
     rank: int = 8
     # P-RGE
-    engine: str = "eager"
+    engine: str = "eager"  # eager (PyTorch, the reference) | executorch (exported XNNPACK program)
     mode: str = "parallel"  # parallel (one batched forward) | sequential (MeZO-style, 2q forwards)
     q: int = 2  # queries (directions) per step
     eps: float = 1e-2  # perturbation scale
@@ -92,7 +92,7 @@ class Config:
             ("personal-steps", self.personal_steps >= 0, "must be >= 0"),
             ("client-cpus", self.client_cpus > 0, "must be > 0"),
             ("mode", self.mode in ("parallel", "sequential"), "must be parallel or sequential"),
-            ("engine", self.engine in ("eager",), "must be eager"),
+            ("engine", self.engine in ("eager", "executorch"), "must be eager or executorch"),
             ("lr-schedule", self.lr_schedule in ("constant", "linear", "cosine"),
              "must be constant, linear or cosine"),
         ]

@@ -66,3 +66,18 @@ def test_prge_never_imports_flower_or_ray():
             "('flwr', 'ray')]; print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_train_through_the_executorch_engine(tmp_path):
+    env_cache = tmp_path / "cache"
+    args = [*TINY, "--set", "steps=2", "--set", "eval-every=2", "--set", f"cache={env_cache}"]
+    et_run, eager_run = tmp_path / "et", tmp_path / "eager"
+    proc = fedprge("train", *args, "--set", "engine=executorch", "--out", str(et_run), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list((env_cache / "programs").glob("*.pte"))) == 2  # 2q copies, and 1 for eval
+    assert fedprge("train", *args, "--out", str(eager_run), "--quiet").returncode == 0
+    a, b = read_jsonl(et_run / "metrics.jsonl"), read_jsonl(eager_run / "metrics.jsonl")
+    for m_et, m_eager in zip(a, b, strict=True):
+        if "test_acc" in m_eager:
+            assert m_et["test_acc"] == m_eager["test_acc"]
+            assert abs(m_et["test_loss"] - m_eager["test_loss"]) < 1e-4

@@ -1,0 +1,121 @@
+"""ExecuTorch engine: the batched P-RGE forward runs as an exported ExecuTorch program.
+
+The program's inputs are the token ids (N, T), the last-token positions (N,) and one flat tensor
+of the C adapter copies (C, D), built on the host from seeds, so ExecuTorch's runtime stays
+untouched and the federated protocol stays exact. Programs are lowered with the XNNPACK
+partitioner, cached on disk by everything that changes them (weights, adapter spec, shapes,
+library versions) and loaded once per process.
+
+Programs have static shapes: batches are padded to `batch_rows` rows and to `max_length` tokens,
+so a run needs one program per number of copies (2q for training, 1 for evaluation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from prge.scorer import LabelScorer
+from prge.tasks import Batch
+
+_LOADED: dict[str, object] = {}  # cache key -> loaded ExecuTorch method, per process
+
+
+def _versions() -> str:
+    return ",".join(f"{p}={importlib.metadata.version(p)}" for p in ("torch", "executorch"))
+
+
+def scorer_fingerprint(scorer: LabelScorer) -> str:
+    """A digest of every tensor baked into the program (base weights, frozen A, label rows)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(scorer.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    h.update(repr([(s.name, s.out_features, s.rank) for s in scorer.layout.slots]).encode())
+    return h.hexdigest()
+
+
+class ExecuTorchEngine:
+    def __init__(self, scorer: LabelScorer, cache_dir: str | os.PathLike, *, batch_rows: int,
+                 max_length: int, threads: int = 0, log=print):
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.scorer = scorer.eval()
+        self.dim = scorer.dim
+        self.batch_rows, self.max_length = batch_rows, max_length
+        self.cache_dir = Path(cache_dir)
+        self.log = log
+        self.fingerprint = scorer_fingerprint(scorer)
+        self.lowering_s: dict[int, float] = {}  # copies -> seconds spent lowering (0 if cached)
+
+    def _key(self, copies: int) -> str:
+        spec = f"{self.fingerprint}|{copies}x{self.batch_rows}x{self.max_length}|{_versions()}"
+        return hashlib.sha256(spec.encode()).hexdigest()[:24]
+
+    def _pad(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        N, T = batch.input_ids.shape
+        if T > self.max_length:
+            raise ValueError(f"batch of {T} tokens exceeds the program's {self.max_length}")
+        ids = torch.zeros(self.batch_rows, self.max_length, dtype=torch.long)
+        ids[:N, :T] = batch.input_ids
+        last = torch.zeros(self.batch_rows, dtype=torch.long)
+        last[:N] = batch.last_index
+        return ids, last
+
+    def _method(self, copies: int):
+        key = self._key(copies)
+        if key in _LOADED:
+            return _LOADED[key]
+        path = self.cache_dir / f"prge-{key}.pte"
+        if not path.is_file():
+            self._lower(copies, path)
+        else:
+            self.lowering_s.setdefault(copies, 0.0)
+        from executorch.runtime import Runtime
+
+        method = Runtime.get().load_program(str(path)).load_method("forward")
+        _LOADED[key] = method
+        return method
+
+    def _lower(self, copies: int, path: Path) -> None:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+        t0 = time.perf_counter()
+        example = (torch.zeros(self.batch_rows, self.max_length, dtype=torch.long),
+                   torch.zeros(self.batch_rows, dtype=torch.long),
+                   torch.zeros(copies, self.dim, dtype=torch.float32))
+        with torch.no_grad():
+            exported = torch.export.export(self.scorer, example, strict=False)
+            edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+            program = edge.to_executorch()
+        graph = edge.exported_program().graph_module.graph
+        partitions = sum(1 for n in graph.nodes
+                         if n.op == "call_function" and "executorch_call_delegate" in str(n.target))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(program.buffer)
+        os.replace(tmp, path)  # atomic: concurrent processes never read half a program
+        self.lowering_s[copies] = time.perf_counter() - t0
+        self.partitions = partitions
+        self.log(f"exported {copies} copies x {self.batch_rows} x {self.max_length} tokens: "
+                 f"{partitions} XNNPACK partitions, {self.lowering_s[copies]:.1f} s, "
+                 f"{path.stat().st_size / 2**20:.1f} MiB")
+
+    def label_logits(self, batch: Batch, thetas: torch.Tensor) -> torch.Tensor:
+        method = self._method(thetas.shape[0])
+        thetas = thetas.to(torch.float32).contiguous()
+        outs = []
+        for start in range(0, len(batch), self.batch_rows):  # the program's fixed row count
+            part = Batch(batch.input_ids[start:start + self.batch_rows],
+                         batch.last_index[start:start + self.batch_rows],
+                         batch.labels[start:start + self.batch_rows])
+            ids, last = self._pad(part)
+            out = method.execute([ids, last, thetas])[0]
+            outs.append(out[:, :len(part)])  # padded rows dropped
+        return torch.cat(outs, dim=1)  # (C, N, num_labels)
