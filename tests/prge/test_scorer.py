@@ -20,7 +20,10 @@ def test_scorer_matches_hugging_face_forward_with_padding(tiny, encoder):
     expected = _hf_label_logits(model, batch, encoder.label_ids)
     scorer = make_scorer(tiny, encoder)
     got = scorer(batch.input_ids, batch.last_index)[0]
-    assert torch.allclose(got, expected, atol=1e-10, rtol=0)
+    # RMSNorm accumulates its variance in float32 (as Hugging Face does, even for float64 models)
+    # but as a linear, in another summation order: agreement to float32 rounding.
+    assert torch.allclose(got, expected, atol=1e-6, rtol=0)
+    assert torch.equal(got.argmax(-1), expected.argmax(-1))
 
 
 def test_batched_copies_equal_one_copy_at_a_time(tiny, encoder):
