@@ -41,6 +41,8 @@ def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = T
         load_strategy(cfg.strategy)  # fail before starting Ray
     except StrategyError as err:
         raise ConfigError(str(err)) from None
+    if cfg.engine == "executorch":
+        _lower_programs(cfg)
     run_dir = new_run_dir(cfg.out, "run", out)
     write_json(run_dir / "config.json", cfg.to_dict())
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -55,6 +57,14 @@ def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = T
     if progress:
         print_summary(run_dir, json.loads(summary_path.read_text()))
     return run_dir
+
+
+def _lower_programs(cfg: Config) -> None:
+    """Pay ExecuTorch lowering once, here, before the Ray actors start: they then load the cached
+    programs (2q copies for local steps, 1 for evaluation) instead of lowering them in parallel."""
+    from simulation.build import build
+
+    build(cfg).engine.prepare([2 * cfg.q, 1])
 
 
 def print_summary(run_dir: Path, s: dict) -> None:

@@ -67,6 +67,12 @@ class ExecuTorchEngine:
         last[:N] = batch.last_index
         return ids, last
 
+    def prepare(self, copies: list[int]) -> None:
+        """Lower (or find in the cache) the programs for these copy counts ahead of time, e.g.
+        once in the driver before many worker processes would each lower them at once."""
+        for c in copies:
+            self._method(c)
+
     def _method(self, copies: int):
         key = self._key(copies)
         if key in _LOADED:

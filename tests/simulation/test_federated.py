@@ -88,3 +88,14 @@ def test_same_seed_same_metrics_with_one_or_two_ray_actors(two_actor_run, tmp_pa
     assert clean(out / "metrics.jsonl") == clean(other / "metrics.jsonl")
     assert json.loads((out / "clients.json").read_text()) == \
         json.loads((other / "clients.json").read_text())
+
+
+def test_federated_run_through_the_executorch_engine(tmp_path):
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    proc = fedprge("run", *FED, "--set", "engine=executorch", "--set", f"cache={cache}",
+                   "--set", "rounds=2", "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # lowered once by the driver (2q copies and 1), then only loaded by the clients and server
+    assert len(list((cache / "programs").glob("*.pte"))) == 2
+    rounds = [m for m in read_jsonl(out / "metrics.jsonl") if m["round"] > 0]
+    assert all(m["replies"] == 2 and m["rejected"] == 0 for m in rounds)
