@@ -30,6 +30,18 @@ def _versions() -> str:
     return ",".join(f"{p}={importlib.metadata.version(p)}" for p in ("torch", "executorch"))
 
 
+def _match_threadpool(threads: int) -> None:
+    """Size ExecuTorch's CPU threadpool like torch's, so that clients sharing cores (one thread
+    each under Ray) do not oversubscribe them. The call is experimental: skip it if it is gone."""
+    try:
+        from executorch.extension.pybindings import portable_lib
+    except ImportError:
+        return
+    if hasattr(portable_lib, "_threadpool_get_thread_count") and \
+            portable_lib._threadpool_get_thread_count() != threads:
+        portable_lib._unsafe_reset_threadpool(threads)
+
+
 def scorer_fingerprint(scorer: LabelScorer) -> str:
     """A digest of every tensor baked into the program (base weights, frozen A, label rows)."""
     h = hashlib.blake2b(digest_size=16)
@@ -45,6 +57,7 @@ class ExecuTorchEngine:
                  max_length: int, threads: int = 0, log=print):
         if threads > 0:
             torch.set_num_threads(threads)
+        _match_threadpool(torch.get_num_threads())
         self.scorer = scorer.eval()
         self.dim = scorer.dim
         self.batch_rows, self.max_length = batch_rows, max_length
