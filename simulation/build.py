@@ -23,10 +23,6 @@ class Setup:
     scorer: LabelScorer
     engine: Engine
 
-    @property
-    def eval_examples(self):
-        return self.task.test
-
 
 def build_task(cfg: Config) -> Task:
     return load_task(cfg.task, template=cfg.template or None,
