@@ -1,16 +1,19 @@
-"""ExecuTorch vs eager on one batched P-RGE forward, side by side in one run.
+"""ExecuTorch vs eager on the batched P-RGE forward, side by side in one run.
 
-    python bench/engine.py                                  # SmolLM2-135M, q=2, 4 examples x 32 tokens
-    python bench/engine.py --model tiny --targets head --rank 16
+    python bench/engine.py                         # SmolLM2-135M, q = 1,2,4, 4 examples x 32 tokens
+    python bench/engine.py --model tiny --qs 2 --equiv 32
 
-Prints lowering time, XNNPACK partitions, max |logit diff| and seconds per forward for both engines,
-and ends with one JSON line of its figures.
+For each q: lowering time, XNNPACK partitions, seconds per forward of the 2q copies (ExecuTorch and
+eager, interleaved), and achieved GFLOP/s against this machine's fp32 matmul peak measured in the
+same run. For the largest q: label logits of both engines on `--equiv` test examples with non-zero
+adapters (max |diff|, identical predictions). Ends with one JSON line of its figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -24,14 +27,27 @@ from prge.scorer import LabelScorer
 from prge.tasks import PromptEncoder, load_task
 
 
-def timed(fn, reps: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def matmul_peak_gflops(n: int = 2048, reps: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_time(lambda: a @ b) for _ in range(reps))
+    return 2 * n**3 / best / 1e9
+
+
+def _time(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def forward_flops(scorer: LabelScorer, rows: int, tokens: int, copies: int) -> float:
+    """Multiply-adds of the decoder's linear layers, x2 (attention scores are small at 32 tokens).
+    Layers before the first adapted one run once; the rest once per copy."""
+    per_layer = sum(p.numel() for n, p in scorer.layers[0].named_parameters()
+                    if n.endswith("weight") and p.dim() == 2)
+    shared = scorer.first_adapted
+    runs = shared + (len(scorer.layers) - shared) * copies
+    return 2.0 * per_layer * runs * rows * tokens
 
 
 def main() -> None:
@@ -39,10 +55,11 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--targets", default="q,k,v,o,gate,up,down")
     ap.add_argument("--rank", type=int, default=8)
-    ap.add_argument("--q", type=int, default=2)
+    ap.add_argument("--qs", default="1,2,4")
     ap.add_argument("--rows", type=int, default=4)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--equiv", type=int, default=200, help="test examples for the equivalence check")
     args = ap.parse_args()
 
     model, tok = load_model(args.model)
@@ -50,23 +67,51 @@ def main() -> None:
     enc = PromptEncoder(tok, task.template, task.label_words, max_length=args.tokens)
     scorer = LabelScorer(model, enc.label_ids, targets=args.targets.split(","), rank=args.rank)
     eager = EagerEngine(scorer)
+    peak = matmul_peak_gflops()
+    batch = enc.encode(task.test[: args.rows])
+    rows, qs = [], [int(q) for q in args.qs.split(",")]
     with tempfile.TemporaryDirectory() as cache:
         lowered = ExecuTorchEngine(scorer, cache, batch_rows=args.rows, max_length=args.tokens)
-        batch = enc.encode(task.test[: args.rows])
-        thetas = 0.05 * torch.randn(2 * args.q, scorer.dim, generator=torch.Generator().manual_seed(0))
-        lowered.label_logits(batch, thetas)  # lowers (once)
-        diff = (lowered.label_logits(batch, thetas) - eager.label_logits(batch, thetas)).abs().max()
-        et_s = timed(lambda: lowered.label_logits(batch, thetas), args.reps)
-        eager_s = timed(lambda: eager.label_logits(batch, thetas), args.reps)
-    print(f"lowering {lowered.lowering_s[2 * args.q]:.1f} s, {lowered.partitions} partitions, "
-          f"max |diff| {diff:.2e}; forward: executorch {et_s:.3f} s, eager {eager_s:.3f} s, "
-          f"ratio {eager_s / et_s:.2f}x")
+        for q in qs:
+            thetas = 0.05 * torch.randn(2 * q, scorer.dim, generator=torch.Generator().manual_seed(q))
+            lowered.label_logits(batch, thetas)  # lowers (once per q)
+            pte = max(os.path.getsize(os.path.join(cache, f)) for f in os.listdir(cache))
+            times = {"executorch": [], "eager": []}
+            for _ in range(args.reps):  # interleaved: both engines see the same machine noise
+                for name, engine in (("executorch", lowered), ("eager", eager)):
+                    t0 = time.perf_counter()
+                    engine.label_logits(batch, thetas)
+                    times[name].append(time.perf_counter() - t0)
+            et_s, eager_s = (statistics.median(times[k]) for k in ("executorch", "eager"))
+            gflop = forward_flops(scorer, args.rows, args.tokens, 2 * q) / 1e9
+            rows.append({"q": q, "copies": 2 * q, "lowering_s": round(lowered.lowering_s[2 * q], 1),
+                         "partitions": lowered.partitions, "pte_mib": round(pte / 2**20, 1),
+                         "executorch_s": round(et_s, 4), "eager_s": round(eager_s, 4),
+                         "speedup": round(eager_s / et_s, 3),
+                         "executorch_peak_frac": round(gflop / et_s / peak, 3),
+                         "eager_peak_frac": round(gflop / eager_s / peak, 3)})
+            r = rows[-1]
+            print(f"q={q}: lowering {r['lowering_s']} s, {r['partitions']} partitions, "
+                  f"{r['pte_mib']} MiB; forward executorch {et_s:.3f} s vs eager {eager_s:.3f} s "
+                  f"({r['speedup']:.2f}x); {100 * r['executorch_peak_frac']:.0f} % vs "
+                  f"{100 * r['eager_peak_frac']:.0f} % of the {peak:.0f} GFLOP/s matmul peak",
+                  flush=True)
+        # equivalence on many real examples with several non-zero adapters (largest q's program)
+        q = qs[-1]
+        thetas = 0.05 * torch.randn(2 * q, scorer.dim, generator=torch.Generator().manual_seed(q))
+        examples = task.test[: args.equiv]
+        diffs, same = [], True
+        for start in range(0, len(examples), args.rows):
+            b = enc.encode(examples[start:start + args.rows])
+            a, e = lowered.label_logits(b, thetas), eager.label_logits(b, thetas)
+            diffs.append((a - e).abs().max().item())
+            same &= bool(torch.equal(a.argmax(-1), e.argmax(-1)))
+    print(f"equivalence on {len(examples)} test examples x {2 * q} adapter copies: "
+          f"max |diff| {max(diffs):.2e}, identical predictions: {same}")
     print(json.dumps({"bench": "engine", "model": args.model, "targets": args.targets,
-                      "copies": 2 * args.q, "rows": args.rows, "tokens": args.tokens,
-                      "lowering_s": round(lowered.lowering_s[2 * args.q], 1),
-                      "partitions": lowered.partitions, "max_abs_diff": float(diff),
-                      "executorch_s": round(et_s, 4), "eager_s": round(eager_s, 4),
-                      "speedup": round(eager_s / et_s, 3)}))
+                      "rows": args.rows, "tokens": args.tokens, "peak_gflops": round(peak, 1),
+                      "per_q": rows, "equiv_examples": len(examples),
+                      "equiv_max_abs_diff": max(diffs), "equiv_same_predictions": same}))
 
 
 if __name__ == "__main__":
