@@ -20,7 +20,7 @@ from clients.partition import ClientData, client_data, partition_indices
 from prge.estimator import prge_step
 from prge.evaluate import evaluate
 from prge.perturb import derive_seed
-from prge.update_log import LogEntry, ThetaCache, replay, theta_hash
+from prge.update_log import LogEntry, ThetaCache, theta_hash
 from simulation.build import Setup, build
 from simulation.config import Config
 
@@ -93,15 +93,15 @@ class ClientWorker:
         seeds = [derive_seed(self.cfg.seed, "personal", partition_id, i)
                  for i in range(steps * self.cfg.q)]
         personal_log: list[LogEntry] = []
+        personal = theta.clone()  # updated in place by the local steps: equal to replaying the log
         if steps:
-            grads, _ = self.local_steps(theta.clone(), data, seeds, self.cfg.eps, self.cfg.lr,
+            grads, _ = self.local_steps(personal, data, seeds, self.cfg.eps, self.cfg.lr,
                                         "personal", partition_id)
             personal_log = [LogEntry(s, g, self.cfg.lr, self.cfg.q)
                             for s, g in zip(seeds, grads, strict=True)]
         out = {"num-test": len(test), "personal-log": [e.to_row() for e in personal_log]}
         if test:
             glob = evaluate(self.setup.engine, self.setup.encoder, test, theta)
-            personal = replay(theta.clone(), personal_log)
             pers = evaluate(self.setup.engine, self.setup.encoder, test, personal)
             out.update({"global-acc": glob.acc, "personal-acc": pers.acc})
         return out
