@@ -4,9 +4,10 @@
     python bench/engine.py --model tiny --qs 2 --equiv 32
 
 For each q: lowering time, XNNPACK partitions, seconds per forward of the 2q copies (ExecuTorch and
-eager, interleaved), and achieved GFLOP/s against this machine's fp32 matmul peak measured in the
-same run. For the largest q: label logits of both engines on `--equiv` test examples with non-zero
-adapters (max |diff|, identical predictions). Ends with one JSON line of its figures.
+eager, interleaved), and achieved GFLOP/s against this machine's fp32 matmul ceiling measured in the
+same run (best of PyTorch's and XNNPACK's GEMM at 2048^3 and at the forward's shapes, bench/peak.py).
+For the largest q: label logits of both engines on `--equiv` test examples with non-zero adapters
+(max |diff|, identical predictions). Ends with one JSON line of its figures.
 """
 
 from __future__ import annotations
@@ -19,20 +20,13 @@ import tempfile
 import time
 
 import torch
+from peak import decoder_shapes, matmul_peak
 
 from prge.engines.eager import EagerEngine
 from prge.engines.executorch import ExecuTorchEngine
 from prge.models import load_model
 from prge.scorer import LabelScorer
 from prge.tasks import PromptEncoder, load_task
-
-
-def matmul_peak_gflops(n: int = 2048, reps: int = 20) -> float:
-    """Best fp32 GFLOP/s of an n x n matmul over `reps` tries (the machine's compute ceiling)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = min(_time(lambda: a @ b) for _ in range(reps))
-    return 2 * n**3 / best / 1e9
 
 
 def _time(fn) -> float:
@@ -68,11 +62,17 @@ def main() -> None:
     enc = PromptEncoder(tok, task.template, task.label_words, max_length=args.tokens)
     scorer = LabelScorer(model, enc.label_ids, targets=args.targets.split(","), rank=args.rank)
     eager = EagerEngine(scorer)
-    peak = matmul_peak_gflops()
+    qs = [int(q) for q in args.qs.split(",")]
+    # the ceiling at the forward's own linear shapes too (rows x tokens x copies token rows)
+    shapes = [s for q in qs for s in decoder_shapes(model.config, args.rows * args.tokens * 2 * q)]
+    ceiling = matmul_peak(shapes)
+    peak = ceiling["peak_gflops"]
+    print(f"matmul ceiling: torch {ceiling['torch_gflops']} GFLOP/s, XNNPACK "
+          f"{ceiling['xnnpack_gflops']} GFLOP/s", flush=True)
     # the timed batch is padded to exactly `tokens`, as the program is (a fair FLOP count)
     batch = enc.encode(task.test[: args.rows])
     assert batch.input_ids.shape[1] == args.tokens, "pick --tokens reached by the first examples"
-    rows, qs = [], [int(q) for q in args.qs.split(",")]
+    rows = []
     with tempfile.TemporaryDirectory() as cache:
         lowered = ExecuTorchEngine(scorer, cache, batch_rows=args.rows, max_length=args.tokens)
         for q in qs:
@@ -109,17 +109,11 @@ def main() -> None:
             a, e = lowered.label_logits(b, thetas), eager.label_logits(b, thetas)
             diffs.append((a - e).abs().max().item())
             same &= bool(torch.equal(a.argmax(-1), e.argmax(-1)))
-    # the ceiling measured again after the work, so a slow start does not understate it
-    peak_after = matmul_peak_gflops()
-    if peak_after > peak:
-        for r in rows:
-            r["executorch_peak_frac"] = round(r["executorch_peak_frac"] * peak / peak_after, 3)
-            r["eager_peak_frac"] = round(r["eager_peak_frac"] * peak / peak_after, 3)
-        peak = peak_after
     print(f"equivalence on {len(examples)} test examples x {2 * q} adapter copies: "
           f"max |diff| {max(diffs):.2e}, identical predictions: {same}")
     print(json.dumps({"bench": "engine", "model": args.model, "targets": args.targets,
-                      "rows": args.rows, "tokens": args.tokens, "peak_gflops": round(peak, 1),
+                      "rows": args.rows, "tokens": args.tokens, "peak_gflops": peak,
+                      "torch_gflops": ceiling["torch_gflops"], "xnnpack_gflops": ceiling["xnnpack_gflops"],
                       "per_q": rows, "equiv_examples": len(examples),
                       "equiv_max_abs_diff": max(diffs), "equiv_same_predictions": same}))
 

@@ -57,7 +57,8 @@ def build(cfg: Config, task: Task | None = None) -> Setup:
 
         engine = ExecuTorchEngine(scorer, cache_root(cfg.cache or None) / "programs",
                                   batch_rows=cfg.batch_size, max_length=cfg.max_length,
-                                  threads=cfg.threads)
+                                  threads=cfg.threads, quantize=cfg.quantize,
+                                  cache_budget=int(cfg.program_cache_gib * 2**30))
     else:
         engine = EagerEngine(scorer, threads=cfg.threads)
     return Setup(task, encoder, scorer, engine)

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from prge.lora_fa import DEFAULT_TARGETS, AdapterError, normalize_targets
+from prge.quantize import QUANT_SCHEMES
+
+METHODS = ("prge", "zo-dense", "fo")  # see simulation/server_app.py for each protocol
 
 
 class ConfigError(ValueError):
@@ -38,7 +41,9 @@ class Config:
     layers: str = "all"  # all | last-N | I-J
     rank: int = 8
     # P-RGE
-    engine: str = "eager"  # eager (PyTorch, the reference) | executorch (exported XNNPACK program)
+    engine: str = "executorch"  # executorch (exported XNNPACK program) | eager (PyTorch reference)
+    quantize: str = "none"  # base weights in the ExecuTorch program: none (fp32) | int8 | int4
+    program_cache_gib: float = 8.0  # lowered programs kept on disk; least recently used go first
     mode: str = "parallel"  # parallel (one batched forward) | sequential (MeZO-style, 2q forwards)
     q: int = 2  # queries (directions) per step
     eps: float = 1e-2  # perturbation scale
@@ -48,6 +53,8 @@ class Config:
     steps: int = 100
     eval_every: int = 25  # steps (train) or rounds (run) between test evaluations
     # federated simulation (fedprge run)
+    method: str = "prge"  # prge (seeds + scalars) | zo-dense (P-RGE locally, dense B up) | fo
+    fo_lr: float = 0.05  # SGD step size of method=fo (first-order FedAvg of B, backprop)
     rounds: int = 20
     num_clients: int = 20
     clients_per_round: int = 4
@@ -55,6 +62,9 @@ class Config:
     partition: str = "dirichlet"  # iid | dirichlet (alpha over labels) | domain
     alpha: float = 0.5  # Dirichlet concentration: smaller is more non-IID
     strategy: str = "mean"  # aggregation of the scalars (a built-in name or module:Class)
+    # keyword arguments of the strategy: TOML table [strategy-args], --set strategy-args.trim=0.1
+    # or --set 'strategy-args={"trim": 0.1}'
+    strategy_args: dict[str, Any] = field(default_factory=dict)
     client_test_fraction: float = 0.2  # each client's own held-out share
     client_eval_size: int = 32  # per-client test examples for global vs personalized accuracy
     personal_steps: int = 10  # local P-RGE steps from the global adapter after the last round
@@ -78,6 +88,7 @@ class Config:
             ("eval-size", self.eval_size >= 0, "must be >= 0"),
             ("max-length", self.max_length >= 4, "must be >= 4"),
             ("threads", self.threads >= 0, "must be >= 0"),
+            ("program-cache-gib", self.program_cache_gib > 0, "must be > 0"),
             ("test-fraction", 0 < self.test_fraction < 1, "must be between 0 and 1"),
             ("rounds", self.rounds >= 0, "must be >= 0"),
             ("num-clients", self.num_clients >= 1, "must be >= 1"),
@@ -92,7 +103,12 @@ class Config:
             ("personal-steps", self.personal_steps >= 0, "must be >= 0"),
             ("client-cpus", self.client_cpus > 0, "must be > 0"),
             ("mode", self.mode in ("parallel", "sequential"), "must be parallel or sequential"),
+            ("method", self.method in METHODS, f"must be one of {', '.join(METHODS)}"),
+            ("fo-lr", self.fo_lr > 0, "must be > 0"),
             ("engine", self.engine in ("eager", "executorch"), "must be eager or executorch"),
+            ("quantize", self.quantize in QUANT_SCHEMES, f"must be one of {', '.join(QUANT_SCHEMES)}"),
+            ("quantize", self.quantize == "none" or self.engine == "executorch",
+             "needs engine=executorch (the eager engine is the fp32 reference)"),
             ("lr-schedule", self.lr_schedule in ("constant", "linear", "cosine"),
              "must be constant, linear or cosine"),
         ]
@@ -119,6 +135,15 @@ def _field_types() -> dict[str, Any]:
 def _coerce(key: str, value: Any, typ: Any, from_text: bool) -> Any:
     """Turn a TOML value or a --set string into the field's type, or fail naming the key."""
     bad = ConfigError(f"{key}={value!r} is not a valid {getattr(typ, '__name__', str(typ))}")
+    if typing.get_origin(typ) is dict:
+        if from_text and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ConfigError(f"{key} must be a JSON object, got {value!r}") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a table of keyword arguments, got {value!r}")
+        return dict(value)
     if typing.get_origin(typ) in (list, types.GenericAlias) or typ == list[str]:
         if from_text and isinstance(value, str):
             text = value.strip()
@@ -167,8 +192,23 @@ def _coerce(key: str, value: Any, typ: Any, from_text: bool) -> Any:
     raise bad
 
 
+def _scalar_from_text(text: str) -> Any:
+    """`0.1` -> 0.1, `true` -> True, `"a"` or a bare word -> a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def _apply(values: dict[str, Any], key: str, raw: Any, from_text: bool) -> None:
     types_by_key = _field_types()
+    table, dot, arg = key.partition(".")
+    if dot and typing.get_origin(types_by_key.get(table)) is dict:  # strategy-args.trim=0.1
+        if not arg:
+            raise ConfigError(f"{key!r} needs an argument name after the dot")
+        value = _scalar_from_text(raw) if from_text and isinstance(raw, str) else raw
+        values.setdefault(table, {})[arg] = value
+        return
     if key not in types_by_key:
         hint = key.replace("_", "-")
         extra = f" (did you mean {hint!r}?)" if hint in types_by_key else ""

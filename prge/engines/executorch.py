@@ -16,14 +16,17 @@ import hashlib
 import importlib.metadata
 import os
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
+from prge.quantize import check_scheme, ensure_runtime_kernels, quantized_copy
 from prge.scorer import LabelScorer
 from prge.tasks import Batch
 
 _LOADED: dict[str, object] = {}  # cache key -> loaded ExecuTorch method, per process
+DEFAULT_CACHE_BUDGET = 8 * 2**30  # bytes of programs kept on disk (one fp32 SmolLM2 program: ~0.5 GiB)
 
 
 def _versions() -> str:
@@ -42,6 +45,23 @@ def _match_threadpool(threads: int) -> None:
         portable_lib._unsafe_reset_threadpool(threads)
 
 
+def prune_cache(folder: Path, budget: int, keep: Path) -> list[Path]:
+    """Delete the least recently used programs until the folder holds at most `budget` bytes;
+    `keep` (the program just written) always stays. Loading a program refreshes its mtime, and
+    unlinking one that another process has open is safe on POSIX."""
+    programs = sorted(folder.glob("prge-*.pte"), key=lambda p: p.stat().st_mtime)
+    total = sum(p.stat().st_size for p in programs)
+    removed = []
+    for p in programs:
+        if total <= budget:
+            break
+        if p != keep:
+            total -= p.stat().st_size
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 def scorer_fingerprint(scorer: LabelScorer) -> str:
     """A digest of every tensor baked into the program (base weights, frozen A, label rows)."""
     h = hashlib.blake2b(digest_size=16)
@@ -54,7 +74,9 @@ def scorer_fingerprint(scorer: LabelScorer) -> str:
 
 class ExecuTorchEngine:
     def __init__(self, scorer: LabelScorer, cache_dir: str | os.PathLike, *, batch_rows: int,
-                 max_length: int, threads: int = 0, log=print):
+                 max_length: int, threads: int = 0, quantize: str = "none",
+                 cache_budget: int = DEFAULT_CACHE_BUDGET, log=print):
+        self.quantize = check_scheme(quantize)  # base weights in the program: see prge.quantize
         if threads > 0:
             torch.set_num_threads(threads)
         _match_threadpool(torch.get_num_threads())
@@ -62,12 +84,14 @@ class ExecuTorchEngine:
         self.dim = scorer.dim
         self.batch_rows, self.max_length = batch_rows, max_length
         self.cache_dir = Path(cache_dir)
+        self.cache_budget = cache_budget
         self.log = log
         self.fingerprint = scorer_fingerprint(scorer)
         self.lowering_s: dict[int, float] = {}  # copies -> seconds spent lowering (0 if cached)
 
     def _key(self, copies: int) -> str:
-        spec = f"{self.fingerprint}|{copies}x{self.batch_rows}x{self.max_length}|{_versions()}"
+        spec = (f"{self.fingerprint}|{self.quantize}|{copies}x{self.batch_rows}x{self.max_length}|"
+                f"{_versions()}")
         return hashlib.sha256(spec.encode()).hexdigest()[:24]
 
     def _pad(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,10 +117,14 @@ class ExecuTorchEngine:
         path = self.cache_dir / f"prge-{key}.pte"
         if not path.is_file():
             self._lower(copies, path)
+            for old in prune_cache(self.cache_dir, self.cache_budget, keep=path):
+                self.log(f"program cache over {self.cache_budget / 2**30:.1f} GiB: removed {old.name}")
         else:
             self.lowering_s.setdefault(copies, 0.0)
+            os.utime(path)  # recently used: the last to be pruned
         from executorch.runtime import Runtime
 
+        ensure_runtime_kernels(self.quantize)
         method = Runtime.get().load_program(str(path)).load_method("forward")
         _LOADED[key] = method
         return method
@@ -109,8 +137,12 @@ class ExecuTorchEngine:
         example = (torch.zeros(self.batch_rows, self.max_length, dtype=torch.long),
                    torch.zeros(self.batch_rows, dtype=torch.long),
                    torch.zeros(copies, self.dim, dtype=torch.float32))
-        with torch.no_grad():
-            exported = torch.export.export(self.scorer, example, strict=False)
+        with torch.no_grad(), warnings.catch_warnings():
+            # ExecuTorch's serializer trips torch's pytree deprecations, once per node: noise
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
+            module = quantized_copy(self.scorer, self.quantize)
+            exported = torch.export.export(module, example, strict=False)
+            del module  # a quantized copy lives only as long as its export
             t_export = time.perf_counter() - t0
             # The IR validity check re-walks the whole graph; equivalence is tested instead.
             edge = to_edge_transform_and_lower(
@@ -128,8 +160,9 @@ class ExecuTorchEngine:
         self.lowering_s[copies] = time.perf_counter() - t0
         self.partitions = partitions
         self.log(f"exported {copies} copies x {self.batch_rows} x {self.max_length} tokens: "
-                 f"{partitions} XNNPACK partitions, {self.lowering_s[copies]:.1f} s (export "
-                 f"{t_export:.1f} s, lower {t_lower:.1f} s), {path.stat().st_size / 2**20:.1f} MiB")
+                 f"{self.quantize} weights, {partitions} XNNPACK partitions, "
+                 f"{self.lowering_s[copies]:.1f} s (export {t_export:.1f} s, lower {t_lower:.1f} s), "
+                 f"{path.stat().st_size / 2**20:.1f} MiB")
 
     def label_logits(self, batch: Batch, thetas: torch.Tensor) -> torch.Tensor:
         method = self._method(thetas.shape[0])

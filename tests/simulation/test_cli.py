@@ -10,7 +10,8 @@ import pytest
 from simulation.rundir import read_jsonl
 
 TINY = ["--set", "model=tiny", "--set", "steps=6", "--set", "eval-every=3", "--set", "q=4",
-        "--set", "eval-size=64", "--set", "batch-size=8", "--set", "lr=0.05", "--set", "threads=1"]
+        "--set", "eval-size=64", "--set", "batch-size=8", "--set", "lr=0.05", "--set", "threads=1",
+        "--set", "engine=eager"]  # the ExecuTorch path has its own test below
 
 
 def fedprge(*args, cwd=None):

@@ -30,6 +30,9 @@ def test_toml_then_overrides(tmp_path):
     (["targets=q,zz"], "unknown adapter target 'zz'"),
     (["template=no placeholder"], "must contain {text}"),
     (["q"], "must look like key=value"),
+    (["quantize=int2"], "quantize='int2' must be one of none, int8, int4"),
+    (["engine=eager", "quantize=int8"], "quantize='int8' needs engine=executorch"),
+    (["program-cache-gib=0"], "program-cache-gib=0.0 must be > 0"),
 ])
 def test_user_mistakes_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as err:

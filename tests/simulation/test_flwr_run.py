@@ -34,7 +34,7 @@ def test_flwr_run_completes_and_writes_a_run_directory(tmp_path):
     try:
         start = subprocess.run(
             [flwr, "run", ".", "--federation-config", "num-supernodes=5",
-             "--run-config", f"rounds=2 num-clients=5 clients-per-round=2 out='{out}'"],
+             "--run-config", f"rounds=2 num-clients=5 clients-per-round=2 engine='eager' out='{out}'"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert start.returncode == 0, start.stdout + start.stderr
         status = ""

@@ -65,3 +65,52 @@ def test_programs_are_cached_on_disk_by_key(engines):
     assert again.lowering_s == {4: 0.0}  # loaded, not lowered again
     assert sorted(cache.glob("*.pte")) == files
     assert again._key(4) != again._key(2)  # the number of copies changes the program
+
+
+@pytest.mark.parametrize("scheme, max_rel_err, min_agree", [("int8", 0.1, 0.9), ("int4", 0.6, 0.6)])
+def test_quantized_program_is_smaller_close_to_fp32_and_leaves_the_scorer_fp32(
+        engines, tmp_path, scheme, max_rel_err, min_agree):
+    encoder, eager, lowered, fp32_cache = engines
+    batch = encoder.encode(_examples(8))
+    thetas = 0.2 * torch.randn(4, eager.dim, generator=torch.Generator().manual_seed(5))
+    want = eager.label_logits(batch, thetas)
+    quantized = ExecuTorchEngine(lowered.scorer, tmp_path, batch_rows=ROWS, max_length=LENGTH,
+                                 quantize=scheme, log=lambda m: None)
+    got = quantized.label_logits(batch, thetas)
+    assert got.shape == want.shape and torch.isfinite(got).all()
+    rel_err = ((got - want).abs().max() / want.abs().max()).item()
+    assert 0 < rel_err <= max_rel_err  # quantized: close, but not the fp32 numbers
+    assert (got.argmax(-1) == want.argmax(-1)).float().mean().item() >= min_agree
+    assert quantized._key(4) != lowered._key(4)
+    (program,) = tmp_path.glob("*.pte")
+    fp32_size = min(p.stat().st_size for p in fp32_cache.glob("*.pte"))
+    assert program.stat().st_size < fp32_size
+    # the scorer is still fp32: eager gives exactly what it gave before
+    assert torch.equal(eager.label_logits(batch, thetas), want)
+    assert quantized.partitions == lowered.partitions  # the quantized linears stay delegated
+
+
+def test_unknown_quantization_is_a_clear_error(engines, tmp_path):
+    from prge.quantize import QuantError
+
+    with pytest.raises(QuantError, match="unknown quantization 'int2'"):
+        ExecuTorchEngine(engines[2].scorer, tmp_path, batch_rows=ROWS, max_length=LENGTH,
+                         quantize="int2")
+
+
+def test_program_cache_drops_least_recently_used_programs_over_budget(tmp_path):
+    import os
+
+    paths = []
+    for i, size in enumerate([300, 200, 400, 100]):
+        p = tmp_path / f"prge-{i}.pte"
+        p.write_bytes(b"x" * size)
+        os.utime(p, (1000 + i, 1000 + i))  # prge-0 is the least recently used
+        paths.append(p)
+    os.utime(paths[0], (2000, 2000))  # ... until it is loaded again
+    removed = et.prune_cache(tmp_path, budget=600, keep=paths[3])
+    assert removed == [paths[1], paths[2]]  # oldest first, until 400 bytes remain
+    assert sorted(tmp_path.glob("*.pte")) == [paths[0], paths[3]]
+    # the program just written stays even when it alone exceeds the budget
+    assert et.prune_cache(tmp_path, budget=50, keep=paths[3]) == [paths[0]]
+    assert list(tmp_path.glob("*.pte")) == [paths[3]]
