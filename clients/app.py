@@ -10,14 +10,17 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.protocol import (
+    DenseRes,
     ProtocolError,
     TrainRes,
     decode_log,
+    decode_tensor,
     decode_train_ins,
+    encode_dense_res,
     encode_train_res,
 )
 from clients.worker import worker_for
-from prge.update_log import LogEntry
+from prge.update_log import LogEntry, theta_hash
 from simulation.config import Config, config_from_mapping
 
 LOG_KEY = "update-log"
@@ -58,9 +61,20 @@ def build_client_app(cfg: Config | None = None) -> ClientApp:
         node = ConfigRecord({"partition-id": int(context.node_config["partition-id"])})
         return Message(RecordDict({"node": node}), reply_to=msg)
 
+    def train_dense(msg: Message, c: Config, pid: int) -> Message:
+        ins = msg.content["ins"]
+        worker = worker_for(c)
+        theta = decode_tensor(ins["theta"], worker.setup.scorer.dim)
+        delta, n, loss = worker.train_dense(pid, theta, int(ins["server-round"]), float(ins["eps"]),
+                                            float(ins["lr"]))
+        res = DenseRes(int(ins["server-round"]), delta, n, loss, theta_hash(theta))
+        return Message(RecordDict({"res": ConfigRecord(encode_dense_res(res))}), reply_to=msg)
+
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         c = run_cfg(context)
+        if c.method != "prge":
+            return train_dense(msg, c, int(context.node_config["partition-id"]))
         ins = decode_train_ins(msg.content["ins"], c.q)
         log = _extend_log(context, ins.log_start, ins.log_tail, c.q)
         pid = int(context.node_config["partition-id"])
@@ -72,10 +86,14 @@ def build_client_app(cfg: Config | None = None) -> ClientApp:
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         c = run_cfg(context)
-        start, tail = decode_log(msg.content["ins"], c.q)
-        log = _extend_log(context, start, tail, c.q)
+        worker = worker_for(c)
+        if c.method == "prge":
+            start, tail = decode_log(msg.content["ins"], c.q)
+            theta = worker.cache.rebuild(_extend_log(context, start, tail, c.q))
+        else:
+            theta = decode_tensor(msg.content["ins"]["theta"], worker.setup.scorer.dim)
         pid = int(context.node_config["partition-id"])
-        out = worker_for(c).personalize(pid, log, int(msg.content["ins"]["personal-steps"]))
+        out = worker.personalize(pid, theta, int(msg.content["ins"]["personal-steps"]))
         personal = out.pop("personal-log")
         # The personal adapter stays on the device, stored as its (seed, scalar) log.
         context.state[PERSONAL_KEY] = ConfigRecord({"seeds": [int(r[0]) for r in personal],

@@ -22,11 +22,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import torch
+
 from prge.update_log import LogEntry
 
 
 class ProtocolError(ValueError):
     """A malformed message (one sentence, used as the rejection reason)."""
+
+
+class WrongLengthError(ProtocolError):
+    """A tensor field of the wrong size (a reply for another model or adapter)."""
 
 
 @dataclass(frozen=True)
@@ -82,9 +89,11 @@ RES_FIELDS = {"server-round": int, "grads": list, "num-examples": int, "train-lo
               "theta-hash": str}
 
 
-def decode_train_res(rec) -> TrainRes:
-    """Parse a reply, rejecting missing keys and wrong types (values are checked by the server)."""
-    for key, typ in RES_FIELDS.items():
+def _check_fields(rec, fields: dict) -> None:
+    """Missing keys and wrong types are protocol errors (values are checked by the server)."""
+    for key, typ in fields.items():
+        if typ is None:  # a field this kind of reply does not carry
+            continue
         if key not in rec:
             raise ProtocolError(f"reply lacks {key!r}")
         value = rec[key]
@@ -93,8 +102,52 @@ def decode_train_res(rec) -> TrainRes:
             ok = isinstance(value, int | float) and not isinstance(value, bool)
         if not ok:
             raise ProtocolError(f"reply field {key!r} has type {type(value).__name__}")
+
+
+def decode_train_res(rec) -> TrainRes:
+    """Parse a reply, rejecting missing keys and wrong types (values are checked by the server)."""
+    _check_fields(rec, RES_FIELDS)
     grads = rec["grads"]
     if not all(isinstance(g, int | float) and not isinstance(g, bool) for g in grads):
         raise ProtocolError("reply field 'grads' holds non-numbers")
     return TrainRes(rec["server-round"], [float(g) for g in grads], rec["num-examples"],
+                    float(rec["train-loss"]), rec["theta-hash"])
+
+
+# -- dense baselines (method = fo | zo-dense): the adapter itself crosses the wire ----------------
+# Server -> client "train": server-round, lr, eps, theta (bytes: float32 B's, D x 4 bytes).
+# Client -> server "res": server-round, delta (bytes: float32, theta_local - theta), num-examples,
+# train-loss, theta-hash (of the theta received). float32 is what a device would send.
+
+
+def encode_tensor(t: torch.Tensor) -> bytes:
+    return t.detach().to(torch.float32).contiguous().numpy().tobytes()
+
+
+def decode_tensor(data: bytes, dim: int) -> torch.Tensor:
+    if not isinstance(data, bytes):
+        raise ProtocolError(f"tensor field has type {type(data).__name__}")
+    if len(data) != 4 * dim:
+        raise WrongLengthError(f"tensor field holds {len(data)} bytes, expected {4 * dim}")
+    return torch.from_numpy(np.frombuffer(data, dtype=np.float32).copy())
+
+
+@dataclass(frozen=True)
+class DenseRes:
+    server_round: int
+    delta: torch.Tensor  # (D,) float32
+    num_examples: int
+    train_loss: float
+    theta_hash: str
+
+
+def encode_dense_res(res: DenseRes) -> dict:
+    return {"server-round": res.server_round, "delta": encode_tensor(res.delta),
+            "num-examples": int(res.num_examples), "train-loss": float(res.train_loss),
+            "theta-hash": res.theta_hash}
+
+
+def decode_dense_res(rec, dim: int) -> DenseRes:
+    _check_fields(rec, {**RES_FIELDS, "grads": None, "delta": bytes})
+    return DenseRes(rec["server-round"], decode_tensor(rec["delta"], dim), rec["num-examples"],
                     float(rec["train-loss"]), rec["theta-hash"])

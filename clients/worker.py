@@ -19,6 +19,7 @@ import torch
 from clients.partition import ClientData, client_data, partition_indices
 from prge.estimator import prge_step
 from prge.evaluate import evaluate
+from prge.first_order import fo_step
 from prge.perturb import derive_seed
 from prge.update_log import LogEntry, ThetaCache, theta_hash
 from simulation.build import Setup, build
@@ -73,6 +74,12 @@ class ClientWorker:
             losses.append(result.loss)
         return grads, losses
 
+    def fo_steps(self, theta: torch.Tensor, data: ClientData, steps: int, lr: float,
+                 *path) -> list[float]:
+        """`steps` first-order SGD steps (backprop into B) on the client's data, in place."""
+        return [fo_step(self.setup.scorer, self._batch(data, *path, k), theta, lr)
+                for k in range(steps)]
+
     def train(self, partition_id: int, log: list[LogEntry], server_round: int, seeds: list[int],
               eps: float, lr: float) -> LocalResult:
         theta = self.cache.rebuild(log)  # theta_t, a fresh copy
@@ -81,20 +88,37 @@ class ClientWorker:
         grads, losses = self.local_steps(theta, data, seeds, eps, lr, server_round, partition_id)
         return LocalResult(grads, len(data.train), float(np.mean(losses)), rebuilt)
 
-    def personalize(self, partition_id: int, log: list[LogEntry], steps: int) -> dict:
+    def train_dense(self, partition_id: int, theta: torch.Tensor, server_round: int, eps: float,
+                    lr: float) -> tuple[torch.Tensor, int, float]:
+        """The dense baselines: K local steps from the received theta, returning the change of
+        theta itself (what FedAvg uploads). `zo-dense` takes P-RGE steps with the client's own
+        seeds (FedZO-style); `fo` takes first-order SGD steps."""
+        data = self.data(partition_id)
+        local = theta.clone()
+        if self.cfg.method == "fo":
+            losses = self.fo_steps(local, data, self.cfg.local_steps, lr, server_round, partition_id)
+        else:
+            seeds = [derive_seed(self.cfg.seed, "zo-dense", server_round, partition_id, j)
+                     for j in range(self.cfg.local_steps * self.cfg.q)]
+            _, losses = self.local_steps(local, data, seeds, eps, lr, server_round, partition_id)
+        return local - theta, len(data.train), float(np.mean(losses))
+
+    def personalize(self, partition_id: int, theta: torch.Tensor, steps: int) -> dict:
         """Global vs personalized accuracy on the client's own test data.
 
-        The personal adapter is theta_T plus a local log of (seed, scalar) steps on the client's
-        own data with its own seeds; it is returned as that log, never as a tensor.
+        With P-RGE the personal adapter is theta_T plus a local log of (seed, scalar) steps on the
+        client's own data with its own seeds; it is returned as that log, never as a tensor. With
+        method=fo the personal steps are first-order (and there is no log to keep).
         """
-        theta = self.cache.rebuild(log)
         data = self.data(partition_id)
         test = data.test[: self.cfg.client_eval_size or None]
         seeds = [derive_seed(self.cfg.seed, "personal", partition_id, i)
                  for i in range(steps * self.cfg.q)]
         personal_log: list[LogEntry] = []
         personal = theta.clone()  # updated in place by the local steps: equal to replaying the log
-        if steps:
+        if steps and self.cfg.method == "fo":
+            self.fo_steps(personal, data, steps, self.cfg.fo_lr, "personal", partition_id)
+        elif steps:
             grads, _ = self.local_steps(personal, data, seeds, self.cfg.eps, self.cfg.lr,
                                         "personal", partition_id)
             personal_log = [LogEntry(s, g, self.cfg.lr, self.cfg.q)

@@ -38,7 +38,7 @@ def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = T
     from strategies.loader import StrategyError, load_strategy
 
     try:
-        load_strategy(cfg.strategy)  # fail before starting Ray
+        load_strategy(cfg.strategy, **cfg.strategy_args)  # fail before starting Ray
     except StrategyError as err:
         raise ConfigError(str(err)) from None
     if cfg.engine == "executorch":
@@ -64,7 +64,8 @@ def _lower_programs(cfg: Config) -> None:
     programs (2q copies for local steps, 1 for evaluation) instead of lowering them in parallel."""
     from simulation.build import build
 
-    build(cfg).engine.prepare([2 * cfg.q, 1])
+    # first-order clients backpropagate through the eager model: only evaluation needs a program
+    build(cfg).engine.prepare([1] if cfg.method == "fo" else [2 * cfg.q, 1])
 
 
 def print_summary(run_dir: Path, s: dict) -> None:

@@ -13,12 +13,22 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid, ServerApp
 from tqdm import tqdm
 
-from clients.protocol import ProtocolError, TrainIns, decode_train_res, encode_log, encode_train_ins
+from clients.protocol import (
+    ProtocolError,
+    TrainIns,
+    WrongLengthError,
+    decode_dense_res,
+    decode_train_res,
+    encode_log,
+    encode_tensor,
+    encode_train_ins,
+)
 from prge.estimator import scheduled_lr
 from prge.evaluate import evaluate
 from prge.perturb import derive_seed
@@ -59,7 +69,7 @@ def wire_size(msg: Message) -> int:
 class FederatedServer:
     def __init__(self, cfg: Config, run_dir: Path, grid: Grid, progress: bool = True):
         self.cfg, self.run_dir, self.grid, self.progress = cfg, run_dir, grid, progress
-        self.strategy = load_strategy(cfg.strategy)
+        self.strategy = load_strategy(cfg.strategy, **cfg.strategy_args)
         self.setup = build(cfg)  # central evaluation only
         self.theta = self.setup.scorer.layout.zeros()
         self.log: list[LogEntry] = []
@@ -102,36 +112,41 @@ class FederatedServer:
         """(ScalarReply, None) for a valid reply, else (None, reason). Never raises."""
         if reply.has_error():
             return None, "client-error"
+        dense = self.cfg.method != "prge"
         try:
-            res = decode_train_res(reply.content["res"])
+            if dense:
+                res = decode_dense_res(reply.content["res"], self.setup.scorer.dim)
+            else:
+                res = decode_train_res(reply.content["res"])
+        except WrongLengthError:
+            return None, "wrong-length"
         except (ProtocolError, KeyError, TypeError):
             return None, "malformed"
         if res.server_round != server_round:
             return None, "wrong-round"
-        if len(res.grads) != self.cfg.local_steps * self.cfg.q:
+        values = res.delta.double().numpy() if dense else np.asarray(res.grads, dtype=np.float64)
+        if not dense and len(values) != self.cfg.local_steps * self.cfg.q:
             return None, "wrong-length"
-        if not all(math.isfinite(g) for g in res.grads) or not math.isfinite(res.train_loss):
+        if not np.isfinite(values).all() or not math.isfinite(res.train_loss):
             return None, "non-finite"
         if res.num_examples < 1:
             return None, "no-examples"
         if res.theta_hash != expected_hash:
             return None, "hash-mismatch"
-        grads = np.asarray(res.grads, dtype=np.float64)
         pid = self.pid_of[reply.metadata.src_node_id]
-        return ScalarReply(pid, grads, res.num_examples, res.train_loss), None
+        return ScalarReply(pid, values, res.num_examples, res.train_loss), None
 
     def run_round(self, server_round: int) -> dict:
         t0 = time.perf_counter()
         cfg = self.cfg
-        lr = scheduled_lr(cfg.lr, server_round - 1, cfg.rounds, cfg.lr_schedule)
+        base_lr = cfg.fo_lr if cfg.method == "fo" else cfg.lr
+        lr = scheduled_lr(base_lr, server_round - 1, cfg.rounds, cfg.lr_schedule)
         seeds = self.round_seeds(server_round)
         expected = theta_hash(self.theta)
         messages, bytes_down = [], 0
         for pid in self.cohort(server_round):
-            start = self.held.get(pid, 0)
-            ins = TrainIns(server_round, start, self.log[start:], seeds, cfg.eps, lr)
-            msg = Message(RecordDict({"ins": ConfigRecord(encode_train_ins(ins))}),
-                          dst_node_id=self.node_of[pid], message_type="train",
+            ins = ConfigRecord(self.train_ins(pid, server_round, seeds, lr))
+            msg = Message(RecordDict({"ins": ins}), dst_node_id=self.node_of[pid], message_type="train",
                           group_id=str(server_round))
             bytes_down += wire_size(msg)
             messages.append(msg)
@@ -159,12 +174,15 @@ class FederatedServer:
         if rejected:
             record["rejected_reasons"] = dict(rejected)
         if valid:
+            size = len(seeds) if cfg.method == "prge" else self.setup.scorer.dim
             try:
                 agg = np.asarray(self.strategy.aggregate(server_round, valid), dtype=np.float64)
             except Exception as err:  # a plug-in's bug must not take the global state with it
-                agg = np.full(len(seeds), np.nan)
+                agg = np.full(size, np.nan)
                 record["aggregate_error"] = f"{type(err).__name__}: {err}"[:200]
-            if agg.shape == (len(seeds),) and np.isfinite(agg).all():
+            if agg.shape == (size,) and np.isfinite(agg).all() and cfg.method != "prge":
+                self.theta += torch.from_numpy(agg).to(self.theta.dtype)  # FedAvg: theta + mean delta
+            elif agg.shape == (size,) and np.isfinite(agg).all():
                 new = [LogEntry(s, float(g), lr, cfg.q) for s, g in zip(seeds, agg, strict=True)]
                 replay(self.theta, new)
                 self.log.extend(new)
@@ -180,6 +198,22 @@ class FederatedServer:
                       round_s=time.perf_counter() - t0)
         return record
 
+    def train_ins(self, pid: int, server_round: int, seeds: list[int], lr: float) -> dict:
+        """P-RGE: the log tail this client lacks + the round's seeds. Dense baselines: theta."""
+        if self.cfg.method == "prge":
+            start = self.held.get(pid, 0)
+            return encode_train_ins(TrainIns(server_round, start, self.log[start:], seeds,
+                                             self.cfg.eps, lr))
+        return {"server-round": server_round, "theta": encode_tensor(self.theta),
+                "eps": float(self.cfg.eps), "lr": float(lr)}
+
+    def state_for(self, pid: int) -> dict:
+        """What a client needs to rebuild theta_T: its log tail, or (dense) theta itself."""
+        if self.cfg.method == "prge":
+            start = self.held.get(pid, 0)
+            return encode_log(start, self.log[start:])
+        return {"theta": encode_tensor(self.theta)}
+
     # -- evaluation ---------------------------------------------------------------------------
     def central_eval(self) -> dict:
         test = self.setup.task.test[: self.cfg.eval_size or None]
@@ -190,9 +224,7 @@ class FederatedServer:
         """Every client: global vs personalized accuracy on its own test data."""
         messages = []
         for pid in range(self.cfg.num_clients):
-            start = self.held.get(pid, 0)
-            content = {**encode_log(start, self.log[start:]),
-                       "personal-steps": self.cfg.personal_steps}
+            content = {**self.state_for(pid), "personal-steps": self.cfg.personal_steps}
             messages.append(Message(RecordDict({"ins": ConfigRecord(content)}),
                                     dst_node_id=self.node_of[pid], message_type="evaluate"))
             self.totals["bytes_down_eval"] += wire_size(messages[-1])
@@ -249,9 +281,11 @@ class FederatedServer:
             "bytes_up_per_client_round": self.totals["bytes_up"] / max(1, updates),
             "bytes_eval": self.totals["bytes_up_eval"] + self.totals["bytes_down_eval"],
             "final_theta_hash": theta_hash(self.theta), "log_len": len(self.log),
-            "strategy": self.cfg.strategy, "strategy_summary": self.strategy.summary(),
+            "method": self.cfg.method, "strategy": self.cfg.strategy,
+            "strategy_summary": self.strategy.summary(),
             "wall_s": time.perf_counter() - start,
         }
+        np.save(self.run_dir / "final_theta.npy", self.theta.numpy())  # also the log's result
         write_json(self.run_dir / "summary.json", summary)
         self.metrics.close()
         self.log_file.close()

@@ -4,13 +4,30 @@ Every round, each sampled client returns K*q projected gradients computed with t
 seeds (the same seeds for every client). A strategy turns the valid replies into one aggregated
 scalar per seed; the server appends (seed, scalar) to the update log and every client replays it.
 
-To write your own, subclass `ScalarStrategy` and implement `aggregate`; keep any state across rounds
-on `self` (one instance lives for the whole run) and report it from `summary`. Load it with
-`--set strategy=package.module:ClassName`.
+Writing your own: subclass `ScalarStrategy`, implement `aggregate`, load it with
+`--set strategy=package.module:ClassName` (built-ins are listed in `strategies.loader.BUILT_IN`).
+
+- Input: `aggregate(server_round, replies)` gets the round number (1, 2, ...) and a list of >= 1
+  `ScalarReply`: `partition_id` (which client), `grads` ((K*q,) float64, finite, step-major),
+  `num_examples` (>= 1, the client's training examples, for weighting) and `train_loss`. The
+  server has already dropped bad replies (wrong round or model, wrong length, non-finite values);
+  clients that did not answer are absent, so the number of replies can change between rounds.
+- Output: a (K*q,) array of finite float64 scalars, one per seed, in the same order as `grads`.
+- Failure: if `aggregate` raises, or returns a wrong length or a non-finite value, the server
+  discards that round's update (the model and log stay as they were), records why in the round's
+  metrics and goes on with the next round.
+- State: one instance lives for the whole run, so keep anything that spans rounds (counters, a
+  privacy budget, momentum) on `self`, and change it only once the round's result is computed.
+  `summary()` is called once at the end; its dict goes under "strategy_summary" in the run's
+  summary.json, so keep it JSON-serialisable (plain floats, ints, strings).
+- Arguments: the run config's `strategy-args` table (`--set strategy-args.trim=0.1`) becomes the
+  keyword arguments of `__init__`; give each a default. Validate them there with a one-line
+  `ValueError` naming the argument; the run stops before it starts with that sentence.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,3 +62,14 @@ def stack(replies: list[ScalarReply]) -> tuple[np.ndarray, np.ndarray]:
     grads = np.stack([r.grads for r in replies]).astype(np.float64)
     weights = np.array([r.num_examples for r in replies], dtype=np.float64)
     return grads, weights
+
+
+def as_float(name: str, value: Any) -> float:
+    """`value` as a finite float, else a one-line ValueError naming the argument (for `__init__`)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(x):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return x

@@ -1,13 +1,21 @@
-"""`strategy=mean` (a built-in) or `strategy=package.module:ClassName` (your own)."""
+"""`strategy=mean` (a built-in: see BUILT_IN) or `strategy=package.module:ClassName` (your own)."""
 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 from strategies.base import ScalarStrategy
+from strategies.clipped import ClippedMean
+from strategies.dp import DPGaussianMean
 from strategies.mean import WeightedMean
+from strategies.median import CoordinateMedian
+from strategies.trimmed import TrimmedMean
 
-BUILT_IN: dict[str, type[ScalarStrategy]] = {"mean": WeightedMean}
+BUILT_IN: dict[str, type[ScalarStrategy]] = {
+    cls.name: cls for cls in (WeightedMean, CoordinateMedian, TrimmedMean, ClippedMean, DPGaussianMean)
+}
 
 
 class StrategyError(ValueError):
@@ -19,6 +27,8 @@ def load_strategy(spec: str, **kwargs) -> ScalarStrategy:
         cls = BUILT_IN[spec]
     elif ":" in spec:
         module_name, _, class_name = spec.partition(":")
+        if os.getcwd() not in sys.path:  # like `python -m`: the user's own modules resolve from here
+            sys.path.append(os.getcwd())
         try:
             module = importlib.import_module(module_name)
         except ImportError as err:
@@ -31,5 +41,5 @@ def load_strategy(spec: str, **kwargs) -> ScalarStrategy:
         raise StrategyError(f"unknown strategy {spec!r}: use one of {names} or module:ClassName")
     try:
         return cls(**kwargs)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:  # an unknown keyword or a value __init__ rejected
         raise StrategyError(f"strategy {spec!r}: {err}") from None

@@ -50,3 +50,21 @@ def test_reply_bytes_are_eight_per_scalar_plus_a_fixed_envelope():
     assert 8 * 63 <= many - one <= 8 * 63 + 8
     assert base < 600  # metadata and keys: the fixed cost of a reply
     assert _reply_size(32) < 1024  # the default K=2, q=16 upload stays under 1 KB
+
+
+def test_dense_reply_round_trip_and_rejections():
+    import torch
+
+    from clients.protocol import DenseRes, WrongLengthError, decode_dense_res, encode_dense_res
+
+    res = DenseRes(4, torch.tensor([0.5, -1.25, 3.0]), 12, 0.3, "beef")
+    rec = encode_dense_res(res)
+    assert len(rec["delta"]) == 3 * 4  # float32 on the wire
+    back = decode_dense_res(ConfigRecord(rec), dim=3)
+    assert torch.equal(back.delta, res.delta) and back.theta_hash == "beef"
+    with pytest.raises(WrongLengthError, match="12 bytes, expected 16"):
+        decode_dense_res(rec, dim=4)
+    with pytest.raises(ProtocolError, match="lacks 'delta'"):
+        decode_dense_res({k: v for k, v in rec.items() if k != "delta"}, dim=3)
+    with pytest.raises(ProtocolError, match="'delta' has type list"):
+        decode_dense_res({**rec, "delta": [0.5, -1.25, 3.0]}, dim=3)

@@ -12,7 +12,8 @@ from simulation.server_app import sample_cohort
 from tests.simulation.test_cli import fedprge
 
 ROUNDS, K, Q = 4, 2, 4
-FED = ["--set", "model=tiny", "--set", f"rounds={ROUNDS}", "--set", "num-clients=6",
+FED = ["--set", "model=tiny", "--set", "engine=eager",  # ExecuTorch: its own test below
+       "--set", f"rounds={ROUNDS}", "--set", "num-clients=6",
        "--set", "clients-per-round=2", "--set", f"local-steps={K}", "--set", f"q={Q}",
        "--set", "lr=0.05", "--set", "eval-every=2", "--set", "eval-size=32",
        "--set", "personal-steps=1", "--set", "client-eval-size=8", "--set", "batch-size=8",
@@ -99,3 +100,24 @@ def test_federated_run_through_the_executorch_engine(tmp_path):
     assert len(list((cache / "programs").glob("*.pte"))) == 2
     rounds = [m for m in read_jsonl(out / "metrics.jsonl") if m["round"] > 0]
     assert all(m["replies"] == 2 and m["rejected"] == 0 for m in rounds)
+
+
+@pytest.mark.parametrize("method", ["fo", "zo-dense"])
+def test_dense_baselines_share_the_runner_and_upload_the_adapter(tmp_path, method):
+    out = tmp_path / method
+    proc = fedprge("run", *FED, "--set", f"method={method}", "--set", "fo-lr=0.5",
+                   "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    metrics = read_jsonl(out / "metrics.jsonl")
+    rounds = [m for m in metrics if m["round"] > 0]
+    # every client's reply was made from the server's own theta (hash checked) and aggregated
+    assert all(m["replies"] == 2 and m["rejected"] == 0 for m in rounds)
+    assert len({m["theta_hash"] for m in metrics}) == ROUNDS + 1  # theta moved every round
+    dim = summary["adapter_dim"]
+    for m in rounds:  # the dense B (float32) each way, plus the same kind of envelope
+        assert 4 * dim < m["bytes_up"] / m["replies"] < 4 * dim + 600
+        assert 4 * dim < m["bytes_down"] / 2 < 4 * dim + 600
+    assert summary["log_len"] == 0 and summary["final_theta_hash"] == rounds[-1]["theta_hash"]
+    clients = json.loads((out / "clients.json").read_text())
+    assert all(0 <= c["personal_acc"] <= 1 for c in clients)
