@@ -1,4 +1,4 @@
-"""`fedprge` command line: prepare, train (and, as they land, run / sweep / plot / report)."""
+"""`fedprge` command line: prepare, train, run, sweep, plot, report."""
 
 from __future__ import annotations
 
@@ -13,9 +13,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from prge.models import ModelError
     from prge.tasks import TaskError
     from simulation.config import ConfigError
+    from simulation.rundata import RunDataError
+    from simulation.sweep import SweepError
     from strategies.loader import StrategyError
 
-    return (ConfigError, ModelError, TaskError, AdapterError, PartitionError, StrategyError)
+    return (ConfigError, ModelError, TaskError, AdapterError, PartitionError, StrategyError,
+            SweepError, RunDataError)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -36,7 +39,30 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_args(tr)
     run = sub.add_parser("run", help="a federated simulation (Flower + Ray)")
     _add_config_args(run)
+    _add_analysis_parsers(sub)
     return parser
+
+
+def _add_analysis_parsers(sub) -> None:
+    sw = sub.add_parser("sweep", help="one `run` per point of a grid of config values (resumable)")
+    sw.add_argument("--config", help="TOML file of kebab-case keys (the base of every point)")
+    sw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                    help="values of one key (repeatable; the points are the cartesian product); "
+                         "a JSON list for values holding commas: 'targets=[\"head\",\"q,v\"]'")
+    sw.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one config key in every point (repeatable)")
+    # required: re-running the same command must find the same directory to resume it
+    sw.add_argument("--out", required=True, help="sweep directory (re-run the command to resume)")
+    sw.add_argument("--quiet", action="store_true", help="no per-point progress lines")
+    pl = sub.add_parser("plot", help="accuracy vs bytes, rounds and wall-clock time (PNG)")
+    pl.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run or sweep directories")
+    pl.add_argument("--out", help="directory for the PNGs (default: the one directory given, "
+                                  "else the directory holding all of them)")
+    pl.add_argument("--metric", choices=["both", "test_acc_cal", "test_acc"], default="both",
+                    help="both: calibrated solid, raw dashed (default)")
+    rp = sub.add_parser("report", help="a markdown table comparing runs")
+    rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run or sweep directories")
+    rp.add_argument("--out", metavar="FILE.md", help="also write the table here")
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -66,10 +92,32 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from simulation.sweep import run_sweep
+
+    return run_sweep(args.config, args.grid, args.overrides, args.out, quiet=args.quiet)
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from simulation.plot import plot
+
+    for path in plot(args.runs, out=args.out, metric=args.metric):
+        print(path)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from simulation.report import report
+
+    print(report(args.runs, out=args.out), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = _parser().parse_args(argv)
-    handlers = {"prepare": _prepare, "train": _train, "run": _run}
+    handlers = {"prepare": _prepare, "train": _train, "run": _run, "sweep": _sweep, "plot": _plot,
+                "report": _report}
     try:
         return handlers[args.command](args)
     except _user_errors() as err:

@@ -1,0 +1,140 @@
+"""Reading finished (or killed) run directories back for `fedprge plot` and `fedprge report`.
+
+Kept free of torch and of `simulation.config` on purpose: plotting a sweep should not pay for
+importing the model stack. A run directory is anything holding `metrics.jsonl`; a sweep
+directory (holding `sweep.json`) stands for its points, in the sweep's order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Config keys that never tell two runs apart in a meaningful way (where files went).
+_NOT_A_DIFFERENCE = {"out", "cache"}
+# Keys a reader looks for first in a label; the rest follow in alphabetical order.
+_LABEL_ORDER = ["method", "strategy", "q", "local-steps", "clients-per-round", "rounds"]
+
+
+class RunDataError(ValueError):
+    """A run or sweep directory that cannot be read (one sentence)."""
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Any] | None  # None: the run was killed before writing summary.json
+    label: str = field(default="")
+
+    @property
+    def method(self) -> str:
+        return str(self.config.get("method", "prge"))  # runs from before the key existed
+
+    def evals(self) -> list[dict[str, Any]]:
+        """Records that carry a test evaluation (round 0 and every eval-every rounds)."""
+        return [m for m in self.metrics if "test_acc" in m]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise RunDataError(f"cannot read {str(path)!r}: {err}") from None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Every line, except that a torn last line (a run killed mid-write) is dropped."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise RunDataError(f"{str(path)!r} line {i + 1} is not JSON") from None
+    return records
+
+
+def expand(paths: list[str | Path]) -> list[Path]:
+    """Run directories in the order given; a sweep directory becomes its points that have
+    started (a point not yet run has nothing to show)."""
+    runs: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            raise RunDataError(f"{str(path)!r} is not a directory")
+        if (path / "sweep.json").is_file():
+            sweep = _read_json(path / "sweep.json")
+            points = [path / p["name"] for p in sweep.get("points", [])]
+            started = [p for p in points if (p / "metrics.jsonl").is_file()]
+            if not started:
+                raise RunDataError(f"sweep {str(path)!r} has no point with metrics.jsonl yet")
+            runs.extend(started)
+        elif (path / "metrics.jsonl").is_file():
+            runs.append(path)
+        else:
+            raise RunDataError(f"{str(path)!r} has no metrics.jsonl (not a run or sweep directory)")
+    return runs
+
+
+def load_runs(paths: list[str | Path]) -> list[Run]:
+    runs = []
+    for path in expand(paths):
+        config = _read_json(path / "config.json") if (path / "config.json").is_file() else {}
+        summary = _read_json(path / "summary.json") if (path / "summary.json").is_file() else None
+        runs.append(Run(path, config, read_metrics(path / "metrics.jsonl"), summary))
+    for run, label in zip(runs, labels(runs), strict=True):
+        run.label = label
+    return runs
+
+
+def _flatten(config: dict[str, Any]) -> dict[str, Any]:
+    """strategy-args {"trim": 0.1} -> strategy-args.trim = 0.1, so a label names the argument."""
+    flat: dict[str, Any] = {"method": "prge"}  # a missing key means the default method
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def labels(runs: list[Run]) -> list[str]:
+    """"method=fo q=16": the config keys whose values differ between the runs. A run with no
+    config, or runs that do not differ, fall back to the directory name; labels that would
+    still collide get the directory name appended."""
+    flats = [_flatten(r.config) if r.config else None for r in runs]
+    known = [f for f in flats if f is not None]
+    keys = sorted({k for f in known for k in f} - _NOT_A_DIFFERENCE)
+    differing = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in known}) > 1]
+    differing.sort(key=lambda k: (_LABEL_ORDER.index(k) if k in _LABEL_ORDER else len(_LABEL_ORDER), k))
+    out = []
+    for run, flat in zip(runs, flats, strict=True):
+        parts = [f"{k}={_show(flat[k])}" for k in differing if flat is not None and k in flat]
+        out.append(" ".join(parts) or run.path.name)
+    for i, label in enumerate(out):
+        if out.count(label) > 1 and label != runs[i].path.name:
+            out[i] = f"{label} ({runs[i].path.name})"
+    return out
+
+
+def default_out_dir(args: list[str | Path]) -> Path:
+    """Where plots go without --out: the one directory given (a run or a sweep: the plots
+    describe it), else the deepest directory holding all of them; the current directory when
+    that is only the filesystem root (unrelated places)."""
+    if len(args) == 1:
+        return Path(args[0])
+    common = Path(os.path.commonpath([Path(a).resolve().parent for a in args]))
+    return Path.cwd() if common == Path(common.anchor) else common

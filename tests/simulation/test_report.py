@@ -1,0 +1,129 @@
+"""`fedprge report` on run directories written here by hand: exact cells, labels, sweep dirs."""
+
+import json
+
+from simulation.rundata import load_runs
+from simulation.rundir import write_json
+from simulation.sweep import point_name
+from tests.simulation.test_cli import fedprge
+
+BASE = {"model": "tiny", "q": 4, "local-steps": 2, "clients-per-round": 2, "strategy": "mean",
+        "strategy-args": {}, "rounds": 2, "out": "runs", "cache": "", "seed": 0}
+
+
+def round_record(t, up, down, elapsed, acc=None, cal=None):
+    rec = {"round": t, "replies": 2, "rejected": 0, "bytes_up": up, "bytes_down": down, "lr": 0.05,
+           "train_loss": 0.69, "theta_hash": f"h{t}", "log_len": 8 * t, "round_s": 1.0,
+           "elapsed_s": elapsed}
+    if acc is not None:
+        rec.update(test_acc=acc, test_acc_cal=cal, test_loss=0.6)
+    return rec
+
+
+def make_run(path, config, metrics, summary=None, torn_tail=False):
+    """A run directory as `fedprge run` leaves it (summary None: killed before the end)."""
+    path.mkdir(parents=True)
+    if config is not None:
+        write_json(path / "config.json", config)
+    text = "".join(json.dumps(m) + "\n" for m in metrics)
+    (path / "metrics.jsonl").write_text(text + ('{"round": 9, "bytes' if torn_tail else ""))
+    if summary is not None:
+        write_json(path / "summary.json", summary)
+    return path
+
+
+def run_a(path):
+    """Seeds and scalars: a few hundred bytes; best calibrated accuracy at round 1, not the end."""
+    metrics = [{"round": 0, "test_acc": 0.5, "test_acc_cal": 0.55, "test_loss": 0.7,
+                "theta_hash": "h0", "elapsed_s": 1.0},
+               round_record(1, 200, 100, 2.0, 0.6, 0.7), round_record(2, 200, 300, 3.0, 0.625, 0.65)]
+    summary = {"zero_shot_acc": 0.5, "zero_shot_acc_cal": 0.55, "final_acc": 0.625,
+               "final_acc_cal": 0.65, "client_global_acc": 0.6, "client_personal_acc": 0.75,
+               "bytes_up": 400, "bytes_down": 400, "bytes_up_per_client_round": 100.0,
+               "bytes_eval": 10, "final_theta_hash": "h2", "log_len": 16, "strategy": "mean",
+               "strategy_summary": {}, "wall_s": 3.5, "rounds": 2, "adapter_dim": 1000}
+    return make_run(path, BASE, metrics, summary)
+
+
+def run_b(path):
+    """A dense first-order run: MiB uploads, no personalization, minutes of wall time."""
+    mib = 2 ** 20
+    metrics = [{"round": 0, "test_acc": 0.5, "test_acc_cal": 0.55, "test_loss": 0.7,
+                "theta_hash": "h0", "elapsed_s": 30.0},
+               round_record(1, 3 * mib // 2, 2048, 90.0),
+               round_record(2, 3 * mib // 2, 2048, 150.0, 0.8, 0.85)]
+    summary = {"zero_shot_acc": 0.5, "zero_shot_acc_cal": 0.55, "final_acc": 0.8, "final_acc_cal": 0.85,
+               "client_global_acc": None, "client_personal_acc": None, "bytes_up": 3 * mib,
+               "bytes_down": 4096, "bytes_up_per_client_round": 3 * mib / 4, "bytes_eval": 0,
+               "final_theta_hash": "h2", "log_len": 0, "strategy": "mean", "strategy_summary": {},
+               "wall_s": 150.0, "rounds": 2, "adapter_dim": 1000}
+    return make_run(path, {**BASE, "method": "fo", "q": 16}, metrics, summary)
+
+
+HEADER = ("| run | method | strategy | q | K | clients/round | final acc (raw / cal) | best cal acc (round) "
+          "| client personalized acc | bytes up | bytes down | up / client / round | wall time |\n"
+          "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+ROW_A = ("| method=prge q=4 | prge | mean | 4 | 2 | 2 | 62.5 % / 65.0 % | 70.0 % (1) | 75.0 % "
+         "| 400 B | 400 B | 100 B | 3.5 s |\n")
+ROW_B = ("| method=fo q=16 | fo | mean | 16 | 2 | 2 | 80.0 % / 85.0 % | 85.0 % (2) | - "
+         "| 3.0 MiB | 4.0 KiB | 768.0 KiB | 2.5 min |\n")
+
+
+def test_report_table_exact(tmp_path):
+    a, b = run_a(tmp_path / "a"), run_b(tmp_path / "b")
+    out = tmp_path / "notes" / "report.md"
+    proc = fedprge("report", str(a), str(b), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == HEADER + ROW_A + ROW_B
+    assert out.read_text() == proc.stdout
+
+
+def test_killed_run_gets_a_row_from_its_metrics(tmp_path):
+    """No summary.json and a torn last line: totals from the rounds it finished."""
+    metrics = [{"round": 0, "test_acc": 0.5, "test_acc_cal": 0.55, "elapsed_s": 1.0},
+               round_record(1, 2048, 1024, 5.0, 0.6, 0.6), round_record(2, 2048, 1024, 9.0)]
+    make_run(tmp_path / "killed", {**BASE, "strategy": "trimmed", "strategy-args": {"trim": 0.1}},
+             metrics, torn_tail=True)
+    run_a(tmp_path / "a")
+    from simulation.report import report
+
+    text = report([tmp_path / "killed", tmp_path / "a"])
+    killed = text.splitlines()[2]
+    assert killed == ("| strategy=trimmed strategy-args.trim=0.1 (incomplete) | prge | trimmed(trim=0.1) | 4 "
+                      "| 2 | 2 | 60.0 % / 60.0 % | 60.0 % (1) | - | 4.0 KiB | 2.0 KiB | 1.0 KiB | 9.0 s |")
+
+
+def test_sweep_dir_expands_to_its_points_in_order(tmp_path):
+    sweep = tmp_path / "sweep"
+    names = [point_name([("method", "fo"), ("q", "16")]), point_name([("method", "prge"), ("q", "4")])]
+    run_b(sweep / names[0])
+    run_a(sweep / names[1])
+    (sweep / "not-started").mkdir()  # a pending point: nothing to report yet
+    write_json(sweep / "sweep.json", {"points": [{"name": names[0]}, {"name": "not-started"},
+                                                 {"name": names[1]}]})
+    proc = fedprge("report", str(sweep))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == HEADER + ROW_B + ROW_A
+
+
+def test_labels_name_what_differs(tmp_path):
+    run_a(tmp_path / "a")
+    make_run(tmp_path / "same-as-a", BASE, [{"round": 0, "test_acc": 0.5, "test_acc_cal": 0.5}])
+    make_run(tmp_path / "no-config", None, [{"round": 0, "test_acc": 0.5, "test_acc_cal": 0.5}])
+    make_run(tmp_path / "trim", {**BASE, "strategy-args": {"trim": 0.2}, "targets": ["q", "v"],
+                                 "out": "elsewhere"}, [{"round": 0, "test_acc": 0.5}])
+    runs = load_runs([tmp_path / n for n in ("a", "same-as-a", "no-config", "trim")])
+    # out never counts; lists join with commas; identical configs fall back to the directory
+    assert [r.label for r in runs] == ["a", "same-as-a", "no-config", "strategy-args.trim=0.2 targets=q,v"]
+    only_one = load_runs([tmp_path / "a"])
+    assert only_one[0].label == "a"  # nothing to compare with: the directory name
+
+
+def test_report_errors_are_one_line_exit_2(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for target, message in ((tmp_path / "nope", "is not a directory"),
+                            (tmp_path / "empty", "has no metrics.jsonl")):
+        proc = fedprge("report", str(target))
+        assert proc.returncode == 2, proc.stderr
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("fedprge:")]
+        assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
