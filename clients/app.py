@@ -6,6 +6,10 @@ The client's own state between rounds lives in its Flower Context: the update lo
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -27,7 +31,10 @@ LOG_KEY = "update-log"
 PERSONAL_KEY = "personal-log"
 
 
-def _stored_log(context: Context, q: int) -> list[LogEntry]:
+def _stored_log(context: Context, q: int, device: Path | None = None) -> list[LogEntry]:
+    if LOG_KEY not in context.state and device is not None and device.is_file():
+        # the device's own storage outlives the simulator's processes (a resumed run)
+        context.state[LOG_KEY] = ConfigRecord(json.loads(device.read_text()))
     if LOG_KEY not in context.state:
         return []
     rec = context.state[LOG_KEY]
@@ -35,23 +42,37 @@ def _stored_log(context: Context, q: int) -> list[LogEntry]:
             for s, g, lr in zip(rec["seeds"], rec["grads"], rec["lrs"], strict=True)]
 
 
-def _extend_log(context: Context, start: int, tail: list[LogEntry], q: int) -> list[LogEntry]:
-    """The client's full log after receiving `tail` from index `start`; stored back in state."""
-    held = _stored_log(context, q)
+def _extend_log(context: Context, start: int, tail: list[LogEntry], q: int,
+                device: Path | None = None) -> list[LogEntry]:
+    """The client's full log after receiving `tail` from index `start`; stored back in state
+    (and in `device`, the simulated device's storage, when given)."""
+    held = _stored_log(context, q, device)
     if start == 0:
         held = []  # the server resent everything
     elif start != len(held):
         raise ProtocolError(f"log tail starts at {start} but this client holds {len(held)} entries")
     log = held + tail
-    context.state[LOG_KEY] = ConfigRecord({"seeds": [e.seed for e in log],
-                                           "grads": [e.grad for e in log],
-                                           "lrs": [e.lr for e in log]})
+    record = {"seeds": [e.seed for e in log], "grads": [e.grad for e in log],
+              "lrs": [e.lr for e in log]}
+    context.state[LOG_KEY] = ConfigRecord(record)
+    if device is not None:
+        device.parent.mkdir(parents=True, exist_ok=True)
+        tmp = device.with_name(device.name + ".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, device)
     return log
 
 
-def build_client_app(cfg: Config | None = None) -> ClientApp:
-    """A ClientApp for `cfg`, or (when None) for the run config in Flower's Context."""
+def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) -> ClientApp:
+    """A ClientApp for `cfg`, or (when None) for the run config in Flower's Context. With
+    `device_dir`, each simulated device also keeps its log in DEVICE_DIR/<partition>.json, so that
+    a resumed run finds the devices as the stopped run left them."""
     app = ClientApp()
+
+    def device(context: Context) -> Path | None:
+        if device_dir is None:
+            return None
+        return Path(device_dir) / f"{int(context.node_config['partition-id'])}.json"
 
     def run_cfg(context: Context) -> Config:
         return cfg or config_from_mapping(dict(context.run_config))
@@ -76,7 +97,7 @@ def build_client_app(cfg: Config | None = None) -> ClientApp:
         if c.method != "prge":
             return train_dense(msg, c, int(context.node_config["partition-id"]))
         ins = decode_train_ins(msg.content["ins"], c.q)
-        log = _extend_log(context, ins.log_start, ins.log_tail, c.q)
+        log = _extend_log(context, ins.log_start, ins.log_tail, c.q, device(context))
         pid = int(context.node_config["partition-id"])
         result = worker_for(c).train(pid, log, ins.server_round, ins.seeds, ins.eps, ins.lr)
         res = TrainRes(ins.server_round, result.grads, result.num_examples, result.train_loss,
@@ -89,7 +110,7 @@ def build_client_app(cfg: Config | None = None) -> ClientApp:
         worker = worker_for(c)
         if c.method == "prge":
             start, tail = decode_log(msg.content["ins"], c.q)
-            theta = worker.cache.rebuild(_extend_log(context, start, tail, c.q))
+            theta = worker.cache.rebuild(_extend_log(context, start, tail, c.q, device(context)))
         else:
             theta = decode_tensor(msg.content["ins"]["theta"], worker.setup.scorer.dim)
         pid = int(context.node_config["partition-id"])

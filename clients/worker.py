@@ -10,12 +10,14 @@ applied yet.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import torch
 
+from clients.faults import CRASH_MESSAGE, adversaries, corrupt, draw_faults
 from clients.partition import ClientData, client_data, partition_indices
 from prge.estimator import prge_step
 from prge.evaluate import evaluate
@@ -80,13 +82,26 @@ class ClientWorker:
         return [fo_step(self.setup.scorer, self._batch(data, *path, k), theta, lr)
                 for k in range(steps)]
 
+    def behave(self, values: np.ndarray, server_round: int, partition_id: int) -> np.ndarray:
+        """The simulated device's faults around an honest result: a crash raises, a straggler
+        sleeps, an adversary corrupts what it sends (clients/faults.py)."""
+        faults = draw_faults(self.cfg, server_round, partition_id)
+        if faults.crash:
+            raise RuntimeError(f"{CRASH_MESSAGE} (round {server_round}, client {partition_id})")
+        if faults.straggle:
+            time.sleep(self.cfg.straggle_s)
+        if partition_id in adversaries(self.cfg):
+            return corrupt(values, self.cfg, server_round, partition_id)
+        return values
+
     def train(self, partition_id: int, log: list[LogEntry], server_round: int, seeds: list[int],
               eps: float, lr: float) -> LocalResult:
         theta = self.cache.rebuild(log)  # theta_t, a fresh copy
         rebuilt = theta_hash(theta)
         data = self.data(partition_id)
         grads, losses = self.local_steps(theta, data, seeds, eps, lr, server_round, partition_id)
-        return LocalResult(grads, len(data.train), float(np.mean(losses)), rebuilt)
+        sent = self.behave(np.asarray(grads, dtype=np.float64), server_round, partition_id)
+        return LocalResult(sent.tolist(), len(data.train), float(np.mean(losses)), rebuilt)
 
     def train_dense(self, partition_id: int, theta: torch.Tensor, server_round: int, eps: float,
                     lr: float) -> tuple[torch.Tensor, int, float]:
@@ -101,7 +116,8 @@ class ClientWorker:
             seeds = [derive_seed(self.cfg.seed, "zo-dense", server_round, partition_id, j)
                      for j in range(self.cfg.local_steps * self.cfg.q)]
             _, losses = self.local_steps(local, data, seeds, eps, lr, server_round, partition_id)
-        return local - theta, len(data.train), float(np.mean(losses))
+        delta = self.behave((local - theta).double().numpy(), server_round, partition_id)
+        return torch.from_numpy(delta).to(theta.dtype), len(data.train), float(np.mean(losses))
 
     def personalize(self, partition_id: int, theta: torch.Tensor, steps: int) -> dict:
         """Global vs personalized accuracy on the client's own test data.

@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_args(tr)
     run = sub.add_parser("run", help="a federated simulation (Flower + Ray)")
     _add_config_args(run)
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue a stopped run from its last checkpoint, with its own config")
     _add_analysis_parsers(sub)
     return parser
 
@@ -84,9 +86,15 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from simulation.config import load_config
-    from simulation.runner import run_federated
+    from simulation.config import ConfigError, load_config
+    from simulation.runner import resume_config, run_federated
 
+    if args.resume:
+        if args.config or args.overrides or args.out:
+            raise ConfigError("--resume continues a run with its own config: drop --config, "
+                              "--set and --out")
+        run_federated(resume_config(args.resume), progress=not args.quiet, resume=args.resume)
+        return 0
     cfg = load_config(args.config, args.overrides)
     run_federated(cfg, out=args.out, progress=not args.quiet)
     return 0

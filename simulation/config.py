@@ -68,6 +68,16 @@ class Config:
     client_test_fraction: float = 0.2  # each client's own held-out share
     client_eval_size: int = 32  # per-client test examples for global vs personalized accuracy
     personal_steps: int = 10  # local P-RGE steps from the global adapter after the last round
+    max_reply_value: float = 1e6  # replies with any |value| above it are rejected as absurd
+    # simulated faults, per sampled client and round (clients/faults.py)
+    dropout_prob: float = 0.0  # the device is offline: the server cannot reach it this round
+    crash_prob: float = 0.0  # the device crashes while training: it answers with an error
+    straggle_prob: float = 0.0  # the device answers `straggle-s` seconds late
+    straggle_s: float = 2.0
+    round_deadline_s: float = 0.0  # the server waits at most this long for replies (0: no limit)
+    byzantine_fraction: float = 0.0  # clients that corrupt what they send (a fixed set)
+    byzantine_attack: str = "scale"  # scale | sign-flip | random
+    byzantine_scale: float = 100.0
     client_cpus: float = 1.0  # Ray CPUs per client; concurrency = cores / client-cpus
     ray_address: str = ""  # attach to a running Ray cluster (e.g. "auto" or "HOST:6379")
     # run
@@ -102,6 +112,16 @@ class Config:
             ("client-eval-size", self.client_eval_size >= 0, "must be >= 0"),
             ("personal-steps", self.personal_steps >= 0, "must be >= 0"),
             ("client-cpus", self.client_cpus > 0, "must be > 0"),
+            ("max-reply-value", self.max_reply_value > 0, "must be > 0"),
+            ("dropout-prob", 0 <= self.dropout_prob <= 1, "must be in [0, 1]"),
+            ("crash-prob", 0 <= self.crash_prob <= 1, "must be in [0, 1]"),
+            ("straggle-prob", 0 <= self.straggle_prob <= 1, "must be in [0, 1]"),
+            ("straggle-s", self.straggle_s >= 0, "must be >= 0"),
+            ("round-deadline-s", self.round_deadline_s >= 0, "must be >= 0"),
+            ("byzantine-fraction", 0 <= self.byzantine_fraction < 1, "must be in [0, 1)"),
+            ("byzantine-attack", self.byzantine_attack in ("scale", "sign-flip", "random"),
+             "must be scale, sign-flip or random"),
+            ("byzantine-scale", self.byzantine_scale > 0, "must be > 0"),
             ("mode", self.mode in ("parallel", "sequential"), "must be parallel or sequential"),
             ("method", self.method in METHODS, f"must be one of {', '.join(METHODS)}"),
             ("fo-lr", self.fo_lr > 0, "must be > 0"),

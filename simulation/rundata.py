@@ -105,6 +105,12 @@ def _flatten(config: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def _defaults() -> dict[str, Any]:
+    from simulation.config import Config
+
+    return Config().to_dict()
+
+
 def _show(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(str(v) for v in value)
@@ -115,7 +121,9 @@ def labels(runs: list[Run]) -> list[str]:
     """"method=fo q=16": the config keys whose values differ between the runs. A run with no
     config, or runs that do not differ, fall back to the directory name; labels that would
     still collide get the directory name appended."""
-    flats = [_flatten(r.config) if r.config else None for r in runs]
+    # a key missing from a config written by an older version had its default value then
+    defaults = _defaults()
+    flats = [_flatten({**defaults, **r.config}) if r.config else None for r in runs]
     known = [f for f in flats if f is not None]
     keys = sorted({k for f in known for k in f} - _NOT_A_DIFFERENCE)
     differing = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in known}) > 1]
@@ -124,10 +132,9 @@ def labels(runs: list[Run]) -> list[str]:
     for run, flat in zip(runs, flats, strict=True):
         parts = [f"{k}={_show(flat[k])}" for k in differing if flat is not None and k in flat]
         out.append(" ".join(parts) or run.path.name)
-    for i, label in enumerate(out):
-        if out.count(label) > 1 and label != runs[i].path.name:
-            out[i] = f"{label} ({runs[i].path.name})"
-    return out
+    clashes = {label for label in out if out.count(label) > 1}
+    return [f"{label} ({run.path.name})" if label in clashes and label != run.path.name else label
+            for label, run in zip(out, runs, strict=True)]
 
 
 def default_out_dir(args: list[str | Path]) -> Path:

@@ -30,7 +30,22 @@ def backend_config(cfg: Config) -> dict:
             "init_args": init_args}
 
 
-def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = True) -> Path:
+def resume_config(run_dir: str | Path) -> Config:
+    """The config of a stopped run, to continue it in its own directory."""
+    from simulation.config import config_from_mapping
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(f"{str(run_dir)!r} is not a run directory (no config.json)")
+    if (run_dir / "summary.json").is_file():
+        raise ConfigError(f"run {str(run_dir)!r} has already finished (summary.json exists)")
+    return config_from_mapping(json.loads((run_dir / "config.json").read_text()))
+
+
+def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = True,
+                  resume: str | Path | None = None) -> Path:
+    """A new run in `out` (or a fresh directory), or, with `resume`, the rest of a stopped run
+    from its last checkpoint (cfg must then be `resume_config(resume)`)."""
     from flwr.simulation import run_simulation
 
     from clients.app import build_client_app
@@ -43,17 +58,22 @@ def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = T
         raise ConfigError(str(err)) from None
     if cfg.engine == "executorch":
         _lower_programs(cfg)
-    run_dir = new_run_dir(cfg.out, "run", out)
-    write_json(run_dir / "config.json", cfg.to_dict())
+    if resume:
+        run_dir = Path(resume)
+    else:
+        run_dir = new_run_dir(cfg.out, "run", out)
+        write_json(run_dir / "config.json", cfg.to_dict())
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run_simulation(server_app=build_server_app(cfg, run_dir, progress),
-                       client_app=build_client_app(cfg), num_supernodes=cfg.num_clients,
+        run_simulation(server_app=build_server_app(cfg, run_dir, progress, resume=bool(resume)),
+                       client_app=build_client_app(cfg, device_dir=run_dir / "devices"),
+                       num_supernodes=cfg.num_clients,
                        backend_config=backend_config(cfg))
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():
-        raise RunError(f"the simulation stopped before finishing; see {run_dir}/metrics.jsonl")
+        raise RunError(f"the simulation stopped before finishing; see {run_dir}/metrics.jsonl "
+                       f"(continue it with: fedprge run --resume {run_dir})")
     if progress:
         print_summary(run_dir, json.loads(summary_path.read_text()))
     return run_dir

@@ -7,7 +7,6 @@ touches seeds and scalars alone.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,23 +18,17 @@ from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid, ServerApp
 from tqdm import tqdm
 
-from clients.protocol import (
-    ProtocolError,
-    TrainIns,
-    WrongLengthError,
-    decode_dense_res,
-    decode_train_res,
-    encode_log,
-    encode_tensor,
-    encode_train_ins,
-)
+from clients.faults import CRASH_MESSAGE, adversaries, draw_faults
+from clients.protocol import TrainIns, encode_log, encode_tensor, encode_train_ins
 from prge.estimator import scheduled_lr
 from prge.evaluate import evaluate
 from prge.perturb import derive_seed
 from prge.update_log import LogEntry, replay, theta_hash
 from simulation.build import build
+from simulation.checkpoint import Checkpoint, keep_lines, load_checkpoint, save_checkpoint
 from simulation.config import Config, config_from_mapping
-from simulation.rundir import JsonlWriter, new_run_dir, write_json
+from simulation.rundir import JsonlWriter, new_run_dir, read_jsonl, write_json
+from simulation.validate import validate_reply
 from strategies.base import ScalarReply
 from strategies.loader import load_strategy
 
@@ -67,8 +60,10 @@ def wire_size(msg: Message) -> int:
 
 
 class FederatedServer:
-    def __init__(self, cfg: Config, run_dir: Path, grid: Grid, progress: bool = True):
+    def __init__(self, cfg: Config, run_dir: Path, grid: Grid, progress: bool = True,
+                 resume: bool = False):
         self.cfg, self.run_dir, self.grid, self.progress = cfg, run_dir, grid, progress
+        self.resume = resume
         self.strategy = load_strategy(cfg.strategy, **cfg.strategy_args)
         self.setup = build(cfg)  # central evaluation only
         self.theta = self.setup.scorer.layout.zeros()
@@ -76,9 +71,39 @@ class FederatedServer:
         self.held: dict[int, int] = {}  # partition id -> log length that client already holds
         self.node_of: dict[int, int] = {}  # partition id -> Flower node id
         self.pid_of: dict[int, int] = {}  # Flower node id -> partition id
+        self.totals = Counter()
+        self.checkpoint = load_checkpoint(run_dir) if resume else None
+        if self.checkpoint is not None:
+            self._restore(self.checkpoint)
+        elif resume:  # stopped before its first checkpoint: start over in the same directory
+            keep_lines(run_dir / "metrics.jsonl", 0)
+            keep_lines(run_dir / "update_log.jsonl", 0)
         self.metrics = JsonlWriter(run_dir / "metrics.jsonl")
         self.log_file = JsonlWriter(run_dir / "update_log.jsonl")
-        self.totals = Counter()
+
+    def _restore(self, ckpt: Checkpoint) -> None:
+        """The state after round `ckpt.round`; lines written after that checkpoint are dropped
+        (the resumed run writes them again, identically)."""
+        keep_lines(self.run_dir / "metrics.jsonl", ckpt.metrics_lines)
+        keep_lines(self.run_dir / "update_log.jsonl", ckpt.log_len)
+        rows = read_jsonl(self.run_dir / "update_log.jsonl")
+        self.log = [LogEntry(r["seed"], r["grad"], r["lr"], r["q"]) for r in rows]
+        if self.cfg.method == "prge":
+            replay(self.theta, self.log)
+        else:
+            self.theta = torch.from_numpy(ckpt.theta.copy())
+        if theta_hash(self.theta) != theta_hash(torch.from_numpy(ckpt.theta)):
+            raise RuntimeError(f"{self.run_dir}/update_log.jsonl does not rebuild the checkpoint")
+        self.held = dict(ckpt.held)
+        self.totals = Counter(ckpt.totals)
+        if ckpt.strategy is not None:  # else it could not be pickled: the fresh instance stays
+            self.strategy = ckpt.strategy
+
+    def save_checkpoint(self, server_round: int, zero: dict, last: dict, elapsed: float) -> None:
+        save_checkpoint(self.run_dir, Checkpoint(
+            round=server_round, theta=self.theta.numpy().copy(), log_len=len(self.log),
+            metrics_lines=server_round + 1, held=dict(self.held), totals=dict(self.totals),
+            strategy=self.strategy, zero_eval=zero, last_eval=last, elapsed_s=elapsed))
 
     # -- set-up -------------------------------------------------------------------------------
     def discover_nodes(self) -> None:
@@ -111,30 +136,16 @@ class FederatedServer:
     def check(self, reply: Message, server_round: int, expected_hash: str):
         """(ScalarReply, None) for a valid reply, else (None, reason). Never raises."""
         if reply.has_error():
-            return None, "client-error"
+            return None, "crash" if CRASH_MESSAGE in reply.error.reason else "client-error"
         dense = self.cfg.method != "prge"
-        try:
-            if dense:
-                res = decode_dense_res(reply.content["res"], self.setup.scorer.dim)
-            else:
-                res = decode_train_res(reply.content["res"])
-        except WrongLengthError:
-            return None, "wrong-length"
-        except (ProtocolError, KeyError, TypeError):
-            return None, "malformed"
-        if res.server_round != server_round:
-            return None, "wrong-round"
-        values = res.delta.double().numpy() if dense else np.asarray(res.grads, dtype=np.float64)
-        if not dense and len(values) != self.cfg.local_steps * self.cfg.q:
-            return None, "wrong-length"
-        if not np.isfinite(values).all() or not math.isfinite(res.train_loss):
-            return None, "non-finite"
-        if res.num_examples < 1:
-            return None, "no-examples"
-        if res.theta_hash != expected_hash:
-            return None, "hash-mismatch"
+        size = self.setup.scorer.dim if dense else self.cfg.local_steps * self.cfg.q
+        ok, reason = validate_reply(reply.content.get("res"), server_round=server_round,
+                                    expected_hash=expected_hash, dense=dense, size=size,
+                                    max_abs=self.cfg.max_reply_value)
+        if ok is None:
+            return None, reason
         pid = self.pid_of[reply.metadata.src_node_id]
-        return ScalarReply(pid, values, res.num_examples, res.train_loss), None
+        return ScalarReply(pid, *ok), None
 
     def run_round(self, server_round: int) -> dict:
         t0 = time.perf_counter()
@@ -144,7 +155,10 @@ class FederatedServer:
         seeds = self.round_seeds(server_round)
         expected = theta_hash(self.theta)
         messages, bytes_down = [], 0
-        for pid in self.cohort(server_round):
+        cohort = self.cohort(server_round)
+        # offline devices are never reached; the rest may still crash, straggle or attack
+        online = [p for p in cohort if not draw_faults(cfg, server_round, p).dropout]
+        for pid in online:
             ins = ConfigRecord(self.train_ins(pid, server_round, seeds, lr))
             msg = Message(RecordDict({"ins": ins}), dst_node_id=self.node_of[pid], message_type="train",
                           group_id=str(server_round))
@@ -153,7 +167,8 @@ class FederatedServer:
         valid: list[ScalarReply] = []
         rejected: Counter = Counter()
         bytes_up = 0
-        for reply in self.grid.send_and_receive(messages):
+        timeout = cfg.round_deadline_s or None  # replies after the deadline are discarded
+        for reply in self.grid.send_and_receive(messages, timeout=timeout):
             bytes_up += wire_size(reply)
             pid = self.pid_of.get(reply.metadata.src_node_id)
             if pid is None:  # not a node we sent to: never aggregated, never tracked
@@ -168,9 +183,12 @@ class FederatedServer:
             self.held[pid] = len(self.log)
         missing = len(messages) - sum(rejected.values()) - len(valid)
         if missing:
-            rejected["no-reply"] += missing
+            rejected["late" if timeout else "no-reply"] += missing
         record = {"round": server_round, "replies": len(valid), "rejected": sum(rejected.values()),
-                  "bytes_down": bytes_down, "bytes_up": bytes_up, "lr": lr}
+                  "dropped": len(cohort) - len(online), "bytes_down": bytes_down,
+                  "bytes_up": bytes_up, "lr": lr}
+        if cfg.byzantine_fraction:  # ground truth, known to the simulator only
+            record["adversaries_in_cohort"] = len(set(online) & adversaries(cfg))
         if rejected:
             record["rejected_reasons"] = dict(rejected)
         if valid:
@@ -245,11 +263,17 @@ class FederatedServer:
     def run(self) -> dict:
         start = time.perf_counter()
         self.discover_nodes()
-        zero = self.central_eval()
-        self.metrics.write({"round": 0, **zero, "theta_hash": theta_hash(self.theta),
-                            "elapsed_s": time.perf_counter() - start})
-        last = zero
-        bar = tqdm(range(1, self.cfg.rounds + 1), desc="rounds", unit="round",
+        ckpt = self.checkpoint
+        if ckpt is None:
+            zero = self.central_eval()
+            self.metrics.write({"round": 0, **zero, "theta_hash": theta_hash(self.theta),
+                                "elapsed_s": time.perf_counter() - start})
+            last, first = zero, 1
+            self.save_checkpoint(0, zero, last, time.perf_counter() - start)
+        else:  # resumed: the clock goes on from where the stopped run was
+            zero, last, first = ckpt.zero_eval, ckpt.last_eval, ckpt.round + 1
+            start -= ckpt.elapsed_s
+        bar = tqdm(range(first, self.cfg.rounds + 1), desc="rounds", unit="round",
                    disable=not self.progress)
         for t in bar:
             record = self.run_round(t)
@@ -260,6 +284,7 @@ class FederatedServer:
             self.totals["bytes_down"] += record["bytes_down"]
             record["elapsed_s"] = time.perf_counter() - start
             self.metrics.write(record)
+            self.save_checkpoint(t, zero, last, record["elapsed_s"])
             bar.set_postfix(acc=f"{last['test_acc']:.3f}", cal=f"{last['test_acc_cal']:.3f}",
                             up=f"{self.totals['bytes_up']:,}B", down=f"{self.totals['bytes_down']:,}B")
         clients = self.personalize() if self.cfg.personal_steps or self.cfg.client_eval_size else []
@@ -293,7 +318,7 @@ class FederatedServer:
 
 
 def build_server_app(cfg: Config | None = None, run_dir: Path | None = None,
-                     progress: bool = True) -> ServerApp:
+                     progress: bool = True, resume: bool = False) -> ServerApp:
     """A ServerApp for `cfg` (the `fedprge run` path) or, when None, for the run config Flower
     passes in the Context (the `flwr run .` path)."""
     app = ServerApp()
@@ -304,7 +329,7 @@ def build_server_app(cfg: Config | None = None, run_dir: Path | None = None,
         out = run_dir or new_run_dir(run_cfg.out, "run")
         if run_dir is None:
             write_json(out / "config.json", run_cfg.to_dict())
-        FederatedServer(run_cfg, out, grid, progress).run()
+        FederatedServer(run_cfg, out, grid, progress, resume=resume).run()
 
     return app
 

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,6 +10,7 @@ from prge.update_log import LogEntry, replay, theta_hash
 from simulation.config import load_config
 from simulation.rundir import read_jsonl
 from simulation.server_app import sample_cohort
+from strategies import ScalarStrategy
 from tests.simulation.test_cli import fedprge
 
 ROUNDS, K, Q = 4, 2, 4
@@ -18,6 +20,22 @@ FED = ["--set", "model=tiny", "--set", "engine=eager",  # ExecuTorch: its own te
        "--set", "lr=0.05", "--set", "eval-every=2", "--set", "eval-size=32",
        "--set", "personal-steps=1", "--set", "client-eval-size=8", "--set", "batch-size=8",
        "--set", "partition=iid"]
+
+
+def _fed_run(out, *sets) -> list[dict]:
+    """A FED run with extra `--set key=value`s; returns its per-round metrics (round >= 1)."""
+    args = [a for kv in sets for a in ("--set", kv)]
+    proc = fedprge("run", *FED, *args, "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [m for m in read_jsonl(out / "metrics.jsonl") if m["round"] > 0]
+
+
+def _replayed(out) -> torch.Tensor:
+    """theta rebuilt from the run's update log alone."""
+    entries = [LogEntry(e["seed"], e["grad"], e["lr"], e["q"])
+               for e in read_jsonl(out / "update_log.jsonl")]
+    dim = json.loads((out / "summary.json").read_text())["adapter_dim"]
+    return replay(torch.zeros(dim), entries)
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +139,61 @@ def test_dense_baselines_share_the_runner_and_upload_the_adapter(tmp_path, metho
     assert summary["log_len"] == 0 and summary["final_theta_hash"] == rounds[-1]["theta_hash"]
     clients = json.loads((out / "clients.json").read_text())
     assert all(0 <= c["personal_acc"] <= 1 for c in clients)
+
+
+def test_crashing_and_offline_clients_are_counted_and_never_corrupt_theta(tmp_path):
+    out = tmp_path / "faulty"
+    rounds = _fed_run(out, "crash-prob=0.3", "dropout-prob=0.5", "rounds=6")
+    crashes = sum(m.get("rejected_reasons", {}).get("crash", 0) for m in rounds)
+    dropped = sum(m["dropped"] for m in rounds)
+    assert crashes > 0 and dropped > 0
+    # every reached client either crashed or was aggregated: nothing else went wrong
+    assert all(m["replies"] + m["rejected"] + m["dropped"] == 2 for m in rounds)
+    assert all(set(m.get("rejected_reasons", {})) <= {"crash"} for m in rounds)
+    theta = _replayed(out)
+    assert len(read_jsonl(out / "update_log.jsonl")) == \
+        K * Q * sum(1 for m in rounds if m["replies"] > 0)
+    assert torch.isfinite(theta).all()
+    assert theta_hash(theta) == json.loads((out / "summary.json").read_text())["final_theta_hash"]
+
+
+def test_replies_after_the_round_deadline_are_discarded(tmp_path):
+    out = tmp_path / "late"
+    rounds = _fed_run(out, "straggle-prob=1", "straggle-s=3", "round-deadline-s=1", "rounds=2",
+                      "personal-steps=0", "client-eval-size=0")
+    assert [m["rejected_reasons"] for m in rounds] == [{"late": 2}, {"late": 2}]
+    assert json.loads((out / "summary.json").read_text())["log_len"] == 0  # nothing applied
+
+
+def test_byzantine_clients_are_simulated_and_the_median_absorbs_them(tmp_path):
+    out = tmp_path / "byz"
+    rounds = _fed_run(out, "byzantine-fraction=0.34", "strategy=median", "clients-per-round=3")
+    assert sum(m["adversaries_in_cohort"] for m in rounds) > 0
+    assert all(m["replies"] == 3 for m in rounds)  # scaled scalars are valid-looking: accepted
+    # with at most one adversary among 3, the median lies between two honest scalars: the size
+    # of honest ones (a few units here), far below the x100 attack
+    outvoted = {m["round"] for m in rounds if m["adversaries_in_cohort"] == 1}
+    grads = [abs(e["grad"]) for e in read_jsonl(out / "update_log.jsonl") if e["round"] in outvoted]
+    assert outvoted and grads and max(grads) < 50
+
+
+class Flaky(ScalarStrategy):
+    """Raises in round 2, returns NaN in round 3, the mean otherwise."""
+
+    def aggregate(self, server_round, replies):
+        if server_round == 2:
+            raise ZeroDivisionError("plug-in bug")
+        grads = np.mean([r.grads for r in replies], axis=0)
+        return grads * np.nan if server_round == 3 else grads
+
+
+def test_a_failing_strategy_loses_its_round_and_nothing_else(tmp_path):
+    out = tmp_path / "flaky"
+    rounds = {m["round"]: m for m in _fed_run(out, "strategy=tests.simulation.test_federated:Flaky",
+                                              "personal-steps=0", "client-eval-size=0")}
+    assert rounds[2]["aggregate_error"] == "ZeroDivisionError: plug-in bug"
+    assert rounds[3]["aggregate_rejected"] is True
+    assert [rounds[t]["log_len"] for t in (1, 2, 3, 4)] == [K * Q, K * Q, K * Q, 2 * K * Q]
+    assert rounds[2]["theta_hash"] == rounds[1]["theta_hash"] == rounds[3]["theta_hash"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert theta_hash(_replayed(out)) == summary["final_theta_hash"]

@@ -113,8 +113,11 @@ def test_labels_name_what_differs(tmp_path):
     make_run(tmp_path / "trim", {**BASE, "strategy-args": {"trim": 0.2}, "targets": ["q", "v"],
                                  "out": "elsewhere"}, [{"round": 0, "test_acc": 0.5}])
     runs = load_runs([tmp_path / n for n in ("a", "same-as-a", "no-config", "trim")])
-    # out never counts; lists join with commas; identical configs fall back to the directory
-    assert [r.label for r in runs] == ["a", "same-as-a", "no-config", "strategy-args.trim=0.2 targets=q,v"]
+    # out never counts; lists join with commas; a key a config lacks takes its default (targets);
+    # identical labels get the directory name
+    default_targets = "targets=q,k,v,o,gate,up,down"
+    assert [r.label for r in runs] == [f"{default_targets} (a)", f"{default_targets} (same-as-a)",
+                                       "no-config", "strategy-args.trim=0.2 targets=q,v"]
     only_one = load_runs([tmp_path / "a"])
     assert only_one[0].label == "a"  # nothing to compare with: the directory name
 

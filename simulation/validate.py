@@ -1,0 +1,52 @@
+"""Validation of one client reply before aggregation: a pure function of the reply's record.
+
+A reply that fails any check is rejected with a short reason (counted per round in metrics.jsonl)
+and never reaches the strategy, so the update log and theta stay exactly what the valid replies
+make them. The checks, in order: decodable with the right keys and types (`malformed`), the right
+size (`wrong-length`), this round (`wrong-round`), finite (`non-finite`), no value beyond
+`max_abs` (`too-large`: a bound on absurd magnitudes, far above honest scalars), at least one
+training example (`no-examples`), and built on the server's own theta (`hash-mismatch`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from clients.protocol import (
+    ProtocolError,
+    WrongLengthError,
+    decode_dense_res,
+    decode_train_res,
+)
+
+
+def validate_reply(record: Any, *, server_round: int, expected_hash: str, dense: bool, size: int,
+                   max_abs: float) -> tuple[tuple[np.ndarray, int, float] | None, str | None]:
+    """((values (size,) float64, num_examples, train_loss), None) if valid, else (None, reason).
+    `size` is K*q scalars for P-RGE, the adapter dimension for the dense methods. Never raises."""
+    try:
+        if dense:
+            res = decode_dense_res(record, size)
+        else:
+            res = decode_train_res(record)
+    except WrongLengthError:
+        return None, "wrong-length"
+    except (ProtocolError, KeyError, TypeError, ValueError, AttributeError):
+        return None, "malformed"
+    values = res.delta.double().numpy() if dense else np.asarray(res.grads, dtype=np.float64)
+    if len(values) != size:
+        return None, "wrong-length"
+    if res.server_round != server_round:
+        return None, "wrong-round"
+    if not np.isfinite(values).all() or not math.isfinite(res.train_loss):
+        return None, "non-finite"
+    if values.size and np.abs(values).max() > max_abs:
+        return None, "too-large"
+    if res.num_examples < 1:
+        return None, "no-examples"
+    if res.theta_hash != expected_hash:
+        return None, "hash-mismatch"
+    return (values, res.num_examples, res.train_loss), None

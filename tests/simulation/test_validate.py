@@ -1,0 +1,87 @@
+"""The reply validator: arbitrary input never raises, and only sound replies get through to the
+strategy, so the aggregate equals what the valid replies alone give."""
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clients.protocol import DenseRes, TrainRes, encode_dense_res, encode_train_res
+from simulation.validate import validate_reply
+from strategies import ScalarReply
+from strategies.loader import BUILT_IN, load_strategy
+
+SIZE, ROUND, HASH, MAX_ABS = 6, 3, "abc123", 1e6
+KEYS = ["server-round", "grads", "num-examples", "train-loss", "theta-hash", "delta"]
+anything = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5),
+                     st.binary(max_size=40), st.lists(st.floats(), max_size=8))
+
+
+def _check(record, dense=False):
+    return validate_reply(record, server_round=ROUND, expected_hash=HASH, dense=dense,
+                          size=SIZE, max_abs=MAX_ABS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(anything, st.dictionaries(st.sampled_from(KEYS), anything)), st.booleans())
+def test_arbitrary_records_never_raise_and_never_pass_unsound_values(record, dense):
+    ok, reason = _check(record, dense)
+    assert (ok is None) != (reason is None)
+    if ok is not None:
+        values, n, loss = ok
+        assert values.shape == (SIZE,) and np.isfinite(values).all()
+        assert np.abs(values).max() <= MAX_ABS and n >= 1 and np.isfinite(loss)
+
+
+def _valid(values, n):
+    return encode_train_res(TrainRes(ROUND, list(values), n, 0.5, HASH))
+
+
+CORRUPTIONS = {
+    "non-finite": lambda r: {**r, "grads": [float("nan")] + r["grads"][1:]},
+    "too-large": lambda r: {**r, "grads": [1e9] + r["grads"][1:]},
+    "wrong-length": lambda r: {**r, "grads": r["grads"][:-1]},
+    "wrong-round": lambda r: {**r, "server-round": ROUND + 1},
+    "hash-mismatch": lambda r: {**r, "theta-hash": "other"},
+    "no-examples": lambda r: {**r, "num-examples": 0},
+    "malformed": lambda r: {k: v for k, v in r.items() if k != "train-loss"},
+}
+
+finite = st.floats(-1e5, 1e5, allow_nan=False)
+reply_values = st.lists(finite, min_size=SIZE, max_size=SIZE)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(reply_values, st.integers(1, 1000)), min_size=1, max_size=8),
+       st.lists(st.tuples(reply_values, st.integers(1, 1000), st.sampled_from(sorted(CORRUPTIONS))),
+                max_size=8),
+       st.randoms(use_true_random=False))
+def test_bad_replies_never_change_the_aggregate(good, bad, rnd):
+    records = [(_valid(v, n), None) for v, n in good]
+    records += [(CORRUPTIONS[kind](_valid(v, n)), kind) for v, n, kind in bad]
+    rnd.shuffle(records)
+    accepted = []
+    for i, (record, kind) in enumerate(records):
+        ok, reason = _check(record)
+        assert reason == kind  # each corruption is caught, and named
+        if ok is not None:
+            accepted.append(ScalarReply(i, *ok))
+    alone = [ScalarReply(i, np.asarray(v, dtype=np.float64), n, 0.5)
+             for i, (v, n) in enumerate(good)]
+    for name in BUILT_IN:
+        with_bad = load_strategy(name).aggregate(ROUND, sorted(accepted, key=_key))
+        clean = load_strategy(name).aggregate(ROUND, sorted(alone, key=_key))
+        assert np.isfinite(with_bad).all()
+        np.testing.assert_allclose(with_bad, clean, rtol=1e-12, atol=1e-9)
+
+
+def _key(reply):  # the same order for both lists, whatever the shuffle did
+    return (tuple(reply.grads), reply.num_examples)
+
+
+def test_dense_reply_of_another_adapter_size_is_wrong_length():
+    rec = encode_dense_res(DenseRes(ROUND, torch.ones(SIZE + 1), 3, 0.1, HASH))
+    assert _check(rec, dense=True) == (None, "wrong-length")
+    rec = encode_dense_res(DenseRes(ROUND, torch.ones(SIZE), 3, 0.1, HASH))
+    ok, reason = _check(rec, dense=True)
+    assert reason is None and np.array_equal(ok[0], np.ones(SIZE))
