@@ -7,6 +7,7 @@ touches seeds and scalars alone.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -96,8 +97,11 @@ class FederatedServer:
             raise RuntimeError(f"{self.run_dir}/update_log.jsonl does not rebuild the checkpoint")
         self.held = dict(ckpt.held)
         self.totals = Counter(ckpt.totals)
-        if ckpt.strategy is not None:  # else it could not be pickled: the fresh instance stays
+        if ckpt.strategy is not None:
             self.strategy = ckpt.strategy
+        else:  # it could not be pickled: say so rather than silently restart its state
+            print(f"fedprge: warning: strategy {self.cfg.strategy!r} could not be checkpointed; "
+                  "it resumes without its state from earlier rounds", file=sys.stderr)
 
     def save_checkpoint(self, server_round: int, zero: dict, last: dict, elapsed: float) -> None:
         save_checkpoint(self.run_dir, Checkpoint(

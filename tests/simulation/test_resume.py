@@ -80,3 +80,22 @@ def test_keep_lines_drops_what_came_after_the_checkpoint(tmp_path):
     path.write_text('{"round": 0}\n{"round": 1}\n{"round": 2}\n')
     keep_lines(path, 2)
     assert read_jsonl(path) == [{"round": 0}, {"round": 1}]
+
+
+def test_an_unpicklable_strategy_is_checkpointed_without_its_state(tmp_path):
+    import numpy as np
+
+    from simulation.checkpoint import Checkpoint, save_checkpoint
+
+    class Unpicklable:
+        fn = staticmethod(lambda: None)
+
+        def __init__(self):
+            self.local = lambda: None  # lambdas do not pickle
+
+    ckpt = Checkpoint(round=2, theta=np.zeros(3, dtype=np.float32), log_len=4, metrics_lines=3,
+                      held={0: 4}, totals={"bytes_up": 10}, strategy=Unpicklable(), zero_eval={},
+                      last_eval={}, elapsed_s=1.5)
+    save_checkpoint(tmp_path, ckpt)
+    back = load_checkpoint(tmp_path)
+    assert back.strategy is None and back.round == 2 and back.held == {0: 4}
