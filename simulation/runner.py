@@ -14,6 +14,9 @@ from pathlib import Path
 from simulation.config import Config, ConfigError
 from simulation.rundir import new_run_dir, write_json
 
+ACTOR_RESTARTS = -1  # no limit: each message is retried at most MESSAGE_RETRIES times anyway
+MESSAGE_RETRIES = 1
+
 
 class RunError(RuntimeError):
     """The simulation did not finish (one sentence pointing at the run directory)."""
@@ -26,7 +29,13 @@ def backend_config(cfg: Config) -> dict:
         init_args = {"address": cfg.ray_address, "logging_level": logging.ERROR}
     else:
         init_args["num_cpus"] = os.cpu_count() or 1
-    return {"client_resources": {"num_cpus": cfg.client_cpus, "num_gpus": 0.0},
+    # Flower hands client_resources to the actors' Ray options. A client process that dies (OOM
+    # killer, a stray kill) is an accident of the host, not a simulated device fault: Ray starts
+    # it again and runs the interrupted message once more, so the run's results do not change.
+    # A message that kills its process twice comes back as an error reply ("actor-lost").
+    return {"client_resources": {"num_cpus": cfg.client_cpus, "num_gpus": 0.0,
+                                 "max_restarts": ACTOR_RESTARTS,
+                                 "max_task_retries": MESSAGE_RETRIES},
             "init_args": init_args}
 
 

@@ -19,7 +19,7 @@ from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid, ServerApp
 from tqdm import tqdm
 
-from clients.faults import CRASH_MESSAGE, adversaries, draw_faults
+from clients.faults import adversaries, draw_faults
 from clients.protocol import TrainIns, encode_log, encode_tensor, encode_train_ins
 from prge.estimator import scheduled_lr
 from prge.evaluate import evaluate
@@ -29,7 +29,7 @@ from simulation.build import build
 from simulation.checkpoint import Checkpoint, keep_lines, load_checkpoint, save_checkpoint
 from simulation.config import Config, config_from_mapping
 from simulation.rundir import JsonlWriter, new_run_dir, read_jsonl, write_json
-from simulation.validate import validate_reply
+from simulation.validate import error_reason, validate_reply
 from strategies.base import ScalarReply
 from strategies.loader import load_strategy
 
@@ -140,7 +140,7 @@ class FederatedServer:
     def check(self, reply: Message, server_round: int, expected_hash: str):
         """(ScalarReply, None) for a valid reply, else (None, reason). Never raises."""
         if reply.has_error():
-            return None, "crash" if CRASH_MESSAGE in reply.error.reason else "client-error"
+            return None, error_reason(reply.error.reason)
         dense = self.cfg.method != "prge"
         size = self.setup.scorer.dim if dense else self.cfg.local_steps * self.cfg.q
         ok, reason = validate_reply(reply.content.get("res"), server_round=server_round,

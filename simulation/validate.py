@@ -15,12 +15,26 @@ from typing import Any
 
 import numpy as np
 
+from clients.faults import CRASH_MESSAGE
 from clients.protocol import (
     ProtocolError,
     WrongLengthError,
     decode_dense_res,
     decode_train_res,
 )
+
+# How Ray names a client process that died while it held the message (after its one retry).
+_ACTOR_DEATHS = ("ActorDiedError", "RayActorError", "ActorUnavailableError")
+
+
+def error_reason(text: str) -> str:
+    """The per-round reason for an error reply: a simulated device crash (`crash`), a client
+    process lost twice on one message (`actor-lost`), or anything the client raised."""
+    if CRASH_MESSAGE in text:
+        return "crash"
+    if any(name in text for name in _ACTOR_DEATHS):
+        return "actor-lost"
+    return "client-error"
 
 
 def validate_reply(record: Any, *, server_round: int, expected_hash: str, dense: bool, size: int,

@@ -1,5 +1,6 @@
-"""Kill and resume: a run killed with SIGKILL part way and resumed ends exactly where an
-uninterrupted run with the same config ends (wall-clock fields aside)."""
+"""Kills: a run killed with SIGKILL part way and resumed, or a run that loses one client process
+mid-message, ends exactly where an uninterrupted run with the same config ends (wall-clock fields
+aside)."""
 
 import json
 import os
@@ -9,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from simulation.checkpoint import keep_lines, load_checkpoint
 from simulation.rundir import read_jsonl
 from tests.simulation.test_cli import fedprge
@@ -17,29 +20,62 @@ from tests.simulation.test_federated import FED
 ARGS = [*FED, "--set", "rounds=6", "--set", "strategy=trimmed-mean"]  # a strategy with state
 
 
-def _kill_session(sid: int) -> None:
-    """SIGKILL every process of the run's session: the driver and Ray's daemons and actors."""
+def _session_procs(sid: int) -> dict[int, str]:
+    """pid -> command line (Ray sets it to the actor's state) of every process of a session."""
+    procs = {}
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 if os.getsid(int(proc.name)) == sid:
-                    os.kill(int(proc.name), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
+                    procs[int(proc.name)] = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except (ProcessLookupError, PermissionError, FileNotFoundError):
                 pass
+    return procs
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process of the run's session: the driver and Ray's daemons and actors."""
+    for pid in _session_procs(sid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _start(out) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "simulation.cli", "run", *ARGS, "--out",
+                             str(out), "--quiet"], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def _clean(path):
     return [{k: v for k, v in m.items() if not k.endswith("_s")} for m in read_jsonl(path)]
 
 
-def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path):
-    reference = tmp_path / "reference"
-    assert fedprge("run", *ARGS, "--out", str(reference), "--quiet").returncode == 0
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run of ARGS."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    proc = fedprge("run", *ARGS, "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
 
+
+def _assert_same_run(got: Path, want: Path) -> None:
+    assert _clean(got / "metrics.jsonl") == _clean(want / "metrics.jsonl")
+    assert read_jsonl(got / "update_log.jsonl") == read_jsonl(want / "update_log.jsonl")
+    w = json.loads((want / "summary.json").read_text())
+    g = json.loads((got / "summary.json").read_text())
+    assert g["final_theta_hash"] == w["final_theta_hash"]
+    assert {k: v for k, v in g.items() if not k.endswith("_s")} == \
+        {k: v for k, v in w.items() if not k.endswith("_s")}
+    assert json.loads((got / "clients.json").read_text()) == \
+        json.loads((want / "clients.json").read_text())
+
+
+def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, reference):
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "simulation.cli", "run", *ARGS, "--out",
-                             str(killed), "--quiet"], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _start(killed)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # part way: three rounds checkpointed, three to go
         ckpt = load_checkpoint(killed) if (killed / "checkpoint.pkl").exists() else None
@@ -53,18 +89,35 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path):
 
     resumed = fedprge("run", "--resume", str(killed), "--quiet")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert _clean(killed / "metrics.jsonl") == _clean(reference / "metrics.jsonl")
-    assert read_jsonl(killed / "update_log.jsonl") == read_jsonl(reference / "update_log.jsonl")
-    want = json.loads((reference / "summary.json").read_text())
-    got = json.loads((killed / "summary.json").read_text())
-    assert got["final_theta_hash"] == want["final_theta_hash"]
-    assert {k: v for k, v in got.items() if not k.endswith("_s")} == \
-        {k: v for k, v in want.items() if not k.endswith("_s")}
-    assert json.loads((killed / "clients.json").read_text()) == \
-        json.loads((reference / "clients.json").read_text())
+    _assert_same_run(killed, reference)
 
     again = fedprge("run", "--resume", str(killed))
     assert again.returncode == 2 and "already finished" in again.stderr
+
+
+def test_a_client_process_killed_mid_message_is_restarted_and_the_run_is_unchanged(
+        tmp_path, reference):
+    out = tmp_path / "lost-actor"
+    proc = _start(out)
+    deadline = time.monotonic() + 300
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        # after round 1, the first client process seen running a message (its title says .run)
+        if (out / "metrics.jsonl").exists() and len(read_jsonl(out / "metrics.jsonl")) >= 2:
+            busy = [pid for pid, cmd in _session_procs(proc.pid).items()
+                    if cmd.startswith("ray::ClientAppActor.run")]
+            victim = busy[0] if busy else None
+        assert proc.poll() is None, "the run ended before a client process could be killed"
+        time.sleep(0.02)
+    assert victim is not None, "no client process was seen running a message"
+    os.kill(victim, signal.SIGKILL)
+    try:
+        _, err = proc.communicate(timeout=300)  # it must not hang
+    except subprocess.TimeoutExpired:
+        _kill_session(proc.pid)
+        raise AssertionError("the run hung after one of its client processes was killed") from None
+    assert proc.returncode == 0, err.decode()[-3000:]
+    _assert_same_run(out, reference)
 
 
 def test_resume_errors_are_one_line(tmp_path):

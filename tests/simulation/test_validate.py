@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clients.protocol import DenseRes, TrainRes, encode_dense_res, encode_train_res
-from simulation.validate import validate_reply
+from simulation.validate import error_reason, validate_reply
 from strategies import ScalarReply
 from strategies.loader import BUILT_IN, load_strategy
 
@@ -85,3 +85,20 @@ def test_dense_reply_of_another_adapter_size_is_wrong_length():
     rec = encode_dense_res(DenseRes(ROUND, torch.ones(SIZE), 3, 0.1, HASH))
     ok, reason = _check(rec, dense=True)
     assert reason is None and np.array_equal(ok[0], np.ones(SIZE))
+
+
+def _flower_error_reason(ex: Exception) -> str:
+    """The reason text Flower's simulation engine puts in an error reply for `ex`."""
+    return str(type(ex)) + ":<'" + str(ex) + "'>"
+
+
+def test_error_replies_are_named_by_their_cause():
+    from flwr.clientapp.client_app import ClientAppException
+    from ray.exceptions import ActorDiedError
+
+    from clients.faults import CRASH_MESSAGE
+
+    assert error_reason(_flower_error_reason(ActorDiedError())) == "actor-lost"
+    assert error_reason(_flower_error_reason(ClientAppException(CRASH_MESSAGE))) == "crash"
+    assert error_reason(_flower_error_reason(ClientAppException("ValueError: bad"))) == \
+        "client-error"
