@@ -14,8 +14,7 @@ from pathlib import Path
 from simulation.config import Config, ConfigError
 from simulation.rundir import new_run_dir, write_json
 
-ACTOR_RESTARTS = -1  # no limit: each message is retried at most MESSAGE_RETRIES times anyway
-MESSAGE_RETRIES = 1
+ACTOR_RESTARTS = -1  # no limit: the server resends a lost message a bounded number of times
 
 
 class RunError(RuntimeError):
@@ -30,12 +29,10 @@ def backend_config(cfg: Config) -> dict:
     else:
         init_args["num_cpus"] = os.cpu_count() or 1
     # Flower hands client_resources to the actors' Ray options. A client process that dies (OOM
-    # killer, a stray kill) is an accident of the host, not a simulated device fault: Ray starts
-    # it again and runs the interrupted message once more, so the run's results do not change.
-    # A message that kills its process twice comes back as an error reply ("actor-lost").
+    # killer, a stray kill) is started again by Ray; the server sends the lost message once
+    # again (FederatedServer.exchange), so the run's results do not change.
     return {"client_resources": {"num_cpus": cfg.client_cpus, "num_gpus": 0.0,
-                                 "max_restarts": ACTOR_RESTARTS,
-                                 "max_task_retries": MESSAGE_RETRIES},
+                                 "max_restarts": ACTOR_RESTARTS},
             "init_args": init_args}
 
 

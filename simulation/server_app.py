@@ -36,6 +36,10 @@ from strategies.loader import load_strategy
 NODE_WAIT_S = 120.0
 
 
+RESEND_ATTEMPTS = 3  # sends of a message whose client process died, after the first
+RESEND_WAIT_S = 1.0  # times the attempt number, before each resend
+
+
 def sample_cohort(cfg: Config, server_round: int) -> list[int]:
     """Partition ids of the round's clients: a function of (seed, round) only."""
     rng = np.random.default_rng(derive_seed(cfg.seed, "cohort", server_round))
@@ -119,7 +123,7 @@ class FederatedServer:
                 raise RuntimeError(f"only {len(nodes)} of {self.cfg.num_clients} clients came up")
             time.sleep(0.2)
         asks = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in nodes]
-        for reply in self.grid.send_and_receive(asks):
+        for reply in self.exchange(asks):
             if reply.has_error():
                 raise RuntimeError(f"client failed to start: {reply.error.reason}")
             pid = int(reply.content["node"]["partition-id"])
@@ -128,6 +132,30 @@ class FederatedServer:
         missing = set(range(self.cfg.num_clients)) - set(self.node_of)
         if missing:
             raise RuntimeError(f"no node holds partition(s) {sorted(missing)}")
+
+    def exchange(self, messages: list[Message], timeout: float | None = None) -> list[Message]:
+        """Send and receive. A message whose client process died under it (Ray starts the
+        process again) is sent again, up to RESEND_ATTEMPTS times: that is an accident of the
+        host running the simulation, not a simulated device fault, so it must not change the
+        run. Resends are counted (`resent` per round, `messages_resent` in the summary), not
+        billed as traffic; a message lost on every attempt is rejected as `actor-lost`."""
+        t0 = time.monotonic()
+        replies = list(self.grid.send_and_receive(messages, timeout=timeout))
+        for attempt in range(1, RESEND_ATTEMPTS + 1):
+            lost = {r.metadata.src_node_id for r in replies
+                    if r.has_error() and error_reason(r.error.reason) == "actor-lost"}
+            if not lost:
+                break
+            # until Ray has noticed the death, a message would be routed to the dead process
+            time.sleep(RESEND_WAIT_S * attempt)
+            again = [Message(m.content, dst_node_id=m.metadata.dst_node_id,
+                             message_type=m.metadata.message_type, group_id=m.metadata.group_id)
+                     for m in messages if m.metadata.dst_node_id in lost]
+            self.totals["resent"] += len(again)
+            left = None if timeout is None else max(0.0, timeout - (time.monotonic() - t0))
+            replies = [r for r in replies if r.metadata.src_node_id not in lost]
+            replies += self.grid.send_and_receive(again, timeout=left)
+        return replies
 
     # -- one round ----------------------------------------------------------------------------
     def cohort(self, server_round: int) -> list[int]:
@@ -172,7 +200,8 @@ class FederatedServer:
         rejected: Counter = Counter()
         bytes_up = 0
         timeout = cfg.round_deadline_s or None  # replies after the deadline are discarded
-        for reply in self.grid.send_and_receive(messages, timeout=timeout):
+        resent = self.totals["resent"]
+        for reply in self.exchange(messages, timeout=timeout):
             bytes_up += wire_size(reply)
             pid = self.pid_of.get(reply.metadata.src_node_id)
             if pid is None:  # not a node we sent to: never aggregated, never tracked
@@ -195,6 +224,8 @@ class FederatedServer:
             record["adversaries_in_cohort"] = len(set(online) & adversaries(cfg))
         if rejected:
             record["rejected_reasons"] = dict(rejected)
+        if self.totals["resent"] > resent:
+            record["resent"] = self.totals["resent"] - resent
         if valid:
             size = len(seeds) if cfg.method == "prge" else self.setup.scorer.dim
             try:
@@ -251,7 +282,7 @@ class FederatedServer:
                                     dst_node_id=self.node_of[pid], message_type="evaluate"))
             self.totals["bytes_down_eval"] += wire_size(messages[-1])
         rows = []
-        for reply in self.grid.send_and_receive(messages):
+        for reply in self.exchange(messages):
             self.totals["bytes_up_eval"] += wire_size(reply)
             pid = self.pid_of.get(reply.metadata.src_node_id, -1)
             if reply.has_error():
@@ -309,6 +340,7 @@ class FederatedServer:
             "bytes_up": self.totals["bytes_up"], "bytes_down": self.totals["bytes_down"],
             "bytes_up_per_client_round": self.totals["bytes_up"] / max(1, updates),
             "bytes_eval": self.totals["bytes_up_eval"] + self.totals["bytes_down_eval"],
+            "messages_resent": self.totals["resent"],
             "final_theta_hash": theta_hash(self.theta), "log_len": len(self.log),
             "method": self.cfg.method, "strategy": self.cfg.strategy,
             "strategy_summary": self.strategy.summary(),

@@ -23,13 +23,13 @@ from clients.protocol import (
     decode_train_res,
 )
 
-# How Ray names a client process that died while it held the message (after its one retry).
+# How Ray names a client process that died while it held the message.
 _ACTOR_DEATHS = ("ActorDiedError", "RayActorError", "ActorUnavailableError")
 
 
 def error_reason(text: str) -> str:
     """The per-round reason for an error reply: a simulated device crash (`crash`), a client
-    process lost twice on one message (`actor-lost`), or anything the client raised."""
+    process that died while it held the message (`actor-lost`), or anything the client raised."""
     if CRASH_MESSAGE in text:
         return "crash"
     if any(name in text for name in _ACTOR_DEATHS):
