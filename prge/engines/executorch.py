@@ -35,13 +35,18 @@ def _versions() -> str:
 
 def _match_threadpool(threads: int) -> None:
     """Size ExecuTorch's CPU threadpool like torch's, so that clients sharing cores (one thread
-    each under Ray) do not oversubscribe them. The call is experimental: skip it if it is gone."""
+    each under Ray) do not oversubscribe them. The call is experimental: if a release drops it,
+    say so (timings would then suffer from oversubscription) and go on."""
     try:
         from executorch.extension.pybindings import portable_lib
     except ImportError:
+        return  # no runtime at all: loading the program reports that
+    if not hasattr(portable_lib, "_unsafe_reset_threadpool"):
+        warnings.warn("this ExecuTorch has no threadpool sizing call; its default threadpool "
+                      "may oversubscribe cores shared by several clients", RuntimeWarning,
+                      stacklevel=2)
         return
-    if hasattr(portable_lib, "_threadpool_get_thread_count") and \
-            portable_lib._threadpool_get_thread_count() != threads:
+    if portable_lib._threadpool_get_thread_count() != threads:
         portable_lib._unsafe_reset_threadpool(threads)
 
 

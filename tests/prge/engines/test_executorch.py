@@ -114,3 +114,13 @@ def test_program_cache_drops_least_recently_used_programs_over_budget(tmp_path):
     # the program just written stays even when it alone exceeds the budget
     assert et.prune_cache(tmp_path, budget=50, keep=paths[3]) == [paths[0]]
     assert list(tmp_path.glob("*.pte")) == [paths[3]]
+
+
+def test_threadpool_is_sized_like_torch_and_a_missing_sizing_call_is_reported(monkeypatch):
+    from executorch.extension.pybindings import portable_lib
+
+    et._match_threadpool(1)
+    assert portable_lib._threadpool_get_thread_count() == 1
+    monkeypatch.delattr(portable_lib, "_unsafe_reset_threadpool")
+    with pytest.warns(RuntimeWarning, match="threadpool"):
+        et._match_threadpool(2)
