@@ -10,9 +10,11 @@ import json
 import os
 from pathlib import Path
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 
+from clients.faults import SimulatedCrash
 from clients.protocol import (
     DenseRes,
     ProtocolError,
@@ -91,11 +93,7 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
         res = DenseRes(int(ins["server-round"]), delta, n, loss, theta_hash(theta))
         return Message(RecordDict({"res": ConfigRecord(encode_dense_res(res))}), reply_to=msg)
 
-    @app.train()
-    def train(msg: Message, context: Context) -> Message:
-        c = run_cfg(context)
-        if c.method != "prge":
-            return train_dense(msg, c, int(context.node_config["partition-id"]))
+    def train_prge(msg: Message, c: Config, context: Context) -> Message:
         ins = decode_train_ins(msg.content["ins"], c.q)
         log = _extend_log(context, ins.log_start, ins.log_tail, c.q, device(context))
         pid = int(context.node_config["partition-id"])
@@ -103,6 +101,17 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
         res = TrainRes(ins.server_round, result.grads, result.num_examples, result.train_loss,
                        result.theta_hash)
         return Message(RecordDict({"res": ConfigRecord(encode_train_res(res))}), reply_to=msg)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        c = run_cfg(context)
+        try:
+            if c.method != "prge":
+                return train_dense(msg, c, int(context.node_config["partition-id"]))
+            return train_prge(msg, c, context)
+        except SimulatedCrash as crash:  # an expected fault: an error reply, no traceback logged
+            return Message(error=Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                                       reason=str(crash)), reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:

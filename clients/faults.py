@@ -20,6 +20,10 @@ ATTACKS = ("scale", "sign-flip", "random")
 CRASH_MESSAGE = "simulated device crash"
 
 
+class SimulatedCrash(RuntimeError):
+    """A device fault the config asked for: answered with an error reply, not a traceback."""
+
+
 @dataclass(frozen=True)
 class Faults:
     dropout: bool

@@ -17,7 +17,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from clients.faults import CRASH_MESSAGE, adversaries, corrupt, draw_faults
+from clients.faults import CRASH_MESSAGE, SimulatedCrash, adversaries, corrupt, draw_faults
 from clients.partition import ClientData, client_data, partition_indices
 from prge.estimator import prge_step
 from prge.evaluate import evaluate
@@ -87,7 +87,7 @@ class ClientWorker:
         sleeps, an adversary corrupts what it sends (clients/faults.py)."""
         faults = draw_faults(self.cfg, server_round, partition_id)
         if faults.crash:
-            raise RuntimeError(f"{CRASH_MESSAGE} (round {server_round}, client {partition_id})")
+            raise SimulatedCrash(f"{CRASH_MESSAGE} (round {server_round}, client {partition_id})")
         if faults.straggle:
             time.sleep(self.cfg.straggle_s)
         if partition_id in adversaries(self.cfg):

@@ -22,11 +22,13 @@ FED = ["--set", "model=tiny", "--set", "engine=eager",  # ExecuTorch: its own te
        "--set", "partition=iid"]
 
 
-def _fed_run(out, *sets) -> list[dict]:
-    """A FED run with extra `--set key=value`s; returns its per-round metrics (round >= 1)."""
+def _fed_run(out, *sets, no_tracebacks: bool = False) -> list[dict]:
+    """A FED run with extra `--set key=value`s; returns its per-round metrics (round >= 1).
+    `no_tracebacks`: also check that nothing printed a traceback (expected faults are quiet)."""
     args = [a for kv in sets for a in ("--set", kv)]
     proc = fedprge("run", *FED, *args, "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (no_tracebacks and "Traceback" in proc.stderr), proc.stderr[-3000:]
     return [m for m in read_jsonl(out / "metrics.jsonl") if m["round"] > 0]
 
 
@@ -143,7 +145,7 @@ def test_dense_baselines_share_the_runner_and_upload_the_adapter(tmp_path, metho
 
 def test_crashing_and_offline_clients_are_counted_and_never_corrupt_theta(tmp_path):
     out = tmp_path / "faulty"
-    rounds = _fed_run(out, "crash-prob=0.3", "dropout-prob=0.5", "rounds=6")
+    rounds = _fed_run(out, "crash-prob=0.3", "dropout-prob=0.5", "rounds=6", no_tracebacks=True)
     crashes = sum(m.get("rejected_reasons", {}).get("crash", 0) for m in rounds)
     dropped = sum(m["dropped"] for m in rounds)
     assert crashes > 0 and dropped > 0
