@@ -22,14 +22,17 @@ class RunError(RuntimeError):
 
 
 def backend_config(cfg: Config) -> dict:
+    # Client processes' own output (library deprecation warnings, ExecuTorch's CPU probing) stays
+    # in Ray's session logs rather than flooding the terminal; what matters reaches the driver
+    # anyway: error replies, counted per round, and Flower's log of any client exception.
     init_args: dict = {"include_dashboard": False, "logging_level": logging.ERROR,
-                       "log_to_driver": True}
+                       "log_to_driver": False}
     if cfg.ray_address:
         init_args = {"address": cfg.ray_address, "logging_level": logging.ERROR}
     else:
         init_args["num_cpus"] = os.cpu_count() or 1
     # Flower hands client_resources to the actors' Ray options. A client process that dies (OOM
-    # killer, a stray kill) is started again by Ray; the server sends the lost message once
+    # killer, a stray kill) is started again by Ray; the server sends the lost message
     # again (FederatedServer.exchange), so the run's results do not change.
     return {"client_resources": {"num_cpus": cfg.client_cpus, "num_gpus": 0.0,
                                  "max_restarts": ACTOR_RESTARTS},
