@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from simulation.quiet import quiet_library_warnings
+
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from clients.partition import PartitionError
@@ -123,6 +125,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_library_warnings()
     args = _parser().parse_args(argv)
     handlers = {"prepare": _prepare, "train": _train, "run": _run, "sweep": _sweep, "plot": _plot,
                 "report": _report}

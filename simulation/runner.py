@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from simulation.config import Config, ConfigError
+from simulation.quiet import quiet_library_warnings
 from simulation.rundir import new_run_dir, write_json
 
 ACTOR_RESTARTS = -1  # no limit: the server resends a lost message a bounded number of times
@@ -56,6 +57,11 @@ def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = T
     """A new run in `out` (or a fresh directory), or, with `resume`, the rest of a stopped run
     from its last checkpoint (cfg must then be `resume_config(resume)`)."""
     from flwr.simulation import run_simulation
+
+    quiet_library_warnings()  # again: importing flwr.simulation turned deprecations back on
+    # Flower prints through its own handler; ExecuTorch's XNNPACK partitioner gives the root
+    # logger one at import (basicConfig), which would print Flower's debug records a second time.
+    logging.getLogger("flwr").propagate = False
 
     from clients.app import build_client_app
     from simulation.server_app import build_server_app
