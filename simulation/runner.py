@@ -29,7 +29,8 @@ def backend_config(cfg: Config) -> dict:
     init_args: dict = {"include_dashboard": False, "logging_level": logging.ERROR,
                        "log_to_driver": False}
     if cfg.ray_address:
-        init_args = {"address": cfg.ray_address, "logging_level": logging.ERROR}
+        init_args = {"address": cfg.ray_address, "logging_level": logging.ERROR,
+                     "log_to_driver": False}
     else:
         init_args["num_cpus"] = os.cpu_count() or 1
     # Flower hands client_resources to the actors' Ray options. A client process that dies (OOM
