@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from clients.faults import ATTACKS
 from prge.lora_fa import DEFAULT_TARGETS, AdapterError, normalize_targets
 from prge.quantize import QUANT_SCHEMES
 
@@ -119,8 +120,8 @@ class Config:
             ("straggle-s", self.straggle_s >= 0, "must be >= 0"),
             ("round-deadline-s", self.round_deadline_s >= 0, "must be >= 0"),
             ("byzantine-fraction", 0 <= self.byzantine_fraction < 1, "must be in [0, 1)"),
-            ("byzantine-attack", self.byzantine_attack in ("scale", "sign-flip", "random"),
-             "must be scale, sign-flip or random"),
+            ("byzantine-attack", self.byzantine_attack in ATTACKS,
+             f"must be one of {', '.join(ATTACKS)}"),
             ("byzantine-scale", self.byzantine_scale > 0, "must be > 0"),
             ("mode", self.mode in ("parallel", "sequential"), "must be parallel or sequential"),
             ("method", self.method in METHODS, f"must be one of {', '.join(METHODS)}"),

@@ -79,7 +79,6 @@ def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = T
     else:
         run_dir = new_run_dir(cfg.out, "run", out)
         write_json(run_dir / "config.json", cfg.to_dict())
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run_simulation(server_app=build_server_app(cfg, run_dir, progress, resume=bool(resume)),
