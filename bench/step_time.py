@@ -3,6 +3,7 @@ MeZO-style), on the same examples and seeds, measured side by side in one run.
 
     python bench/step_time.py                       # SmolLM2-135M, all 7 projections, rank 8
     python bench/step_time.py --model tiny --reps 5
+    python bench/step_time.py --suffix               # suffix adapters: cache, pruning, ExecuTorch
 
 Prints a table and ends with one JSON line of its figures.
 """
@@ -34,9 +35,24 @@ def main() -> None:
     ap.add_argument("--layers", default="all")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--suffix", action="store_true",
+                    help="suffix adapters (bench/suffix_step.py): last-N layers, cache vs none")
+    ap.add_argument("--ns", default="1,2,4", help="--suffix: N of layers=last-N")
+    ap.add_argument("--schemes", default="none,int8", help="--suffix: ExecuTorch base weights")
+    ap.add_argument("--et-full", default="4", type=lambda s: [int(x) for x in s.split(",") if x],
+                    help="--suffix: N for which the whole forward is also timed as one program")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.suffix:
+        import suffix_step
+
+        if args.qs == "1,2,4":
+            args.qs = "4,16"
+        if args.batch == 8:
+            args.batch = 16
+        print(json.dumps(suffix_step.run(args)))
+        return
 
     model, tok = load_model(args.model)
     task = load_task("mr")

@@ -81,6 +81,14 @@ class _CopiesMixin:
         xa = F.linear(x, A).reshape(C, -1, r)  # (C, N*T, r)
         return torch.bmm(xa, B.transpose(1, 2)).reshape(*x.shape[:-1], out)
 
+    def _fanned_delta(self, x: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+        # x: (N, ..., in), the SAME input for every copy. A x is computed once; returns
+        # B_c (A x) for each copy, (C, N*..., out): only the rank-r product runs per copy.
+        B = self.copies
+        r = B.shape[2]
+        xa = F.linear(x, A).reshape(1, -1, r)  # (1, N*T, r)
+        return torch.matmul(xa, B.transpose(1, 2))  # (C, N*T, out)
+
 
 class LoRAFALinear(nn.Module, _CopiesMixin):
     """Wraps a frozen `nn.Linear` W: `y = W x + B (A x)`, A ~ N(0, 1/in) of shape (r, in)."""
@@ -103,6 +111,17 @@ class LoRAFALinear(nn.Module, _CopiesMixin):
         if self.copies is None:
             return y
         return y + self._delta(x, self.A)
+
+    def fan_out(self, x: torch.Tensor, copies: int) -> torch.Tensor:
+        """The output of every copy for an input shared by all of them: x (N, ..., in) ->
+        (C*N, ..., out), copy-major. W x runs once, not C times: where the copies' inputs are
+        still identical (the first adapted layer) only B's rank-r product differs per copy."""
+        y = self.base(x)  # (N, ..., out)
+        if self.copies is None:
+            return y.repeat(copies, *([1] * (y.dim() - 1)))
+        out = y.shape[-1]
+        y = y.reshape(1, -1, out) + self._fanned_delta(x, self.A)  # (C, N*..., out)
+        return y.reshape(copies * x.shape[0], *x.shape[1:-1], out)
 
 
 class LabelHead(nn.Module, _CopiesMixin):

@@ -4,8 +4,12 @@ We run our own decoder loop over the Hugging Face model's modules (embeddings, n
 embedding, LoRA-FA-wrapped projections) instead of the Hugging Face `forward`, for three reasons:
   * layers before the first adapted layer are identical for every copy, so they run once on the N
     examples and only the adapted layers run on all C * N rows (the "shared frozen prefix");
-  * only the last real token's hidden state goes through the final norm and the label-word rows of
-    the LM head, never the full vocabulary head over every position;
+  * only the last real token's output is read, so the last layer computes keys and values for
+    every position but its query, attention output, o_proj and MLP for that one token, and only
+    that token goes through the final norm and the label-word rows of the LM head (never the full
+    vocabulary head over every position);
+  * `prefix` (the layers before `cache_layer`) never sees an adapter, so its output per example
+    can be computed once and cached (`prge/prefix_cache.py`); `suffix` runs the rest per copy;
   * the graph is small and export-friendly (right padding + plain causal attention: no mask ops).
 `tests/prge/test_scorer.py` checks its logits against the Hugging Face forward.
 """
@@ -118,17 +122,29 @@ class LabelScorer(nn.Module):
         variance = F.linear(x32 * x32, self.mean_row)  # (..., 1)
         return norm.weight * (x32 * torch.rsqrt(variance + norm.variance_epsilon)).to(x.dtype)
 
-    def _attention(self, attn: nn.Module, x: torch.Tensor, T: int) -> torch.Tensor:
+    @staticmethod
+    def _project(linear: nn.Module, x: torch.Tensor, fan_out: int) -> torch.Tensor:
+        """linear(x) for rows already laid out per copy (fan_out 1), or, for an input shared by
+        `fan_out` copies, every copy's output (fan_out * rows, ...) with W x computed once."""
+        if fan_out == 1:
+            return linear(x)
+        if isinstance(linear, LoRAFALinear):
+            return linear.fan_out(x, fan_out)
+        y = linear(x)  # not adapted: identical for every copy
+        return y.repeat(fan_out, *([1] * (y.dim() - 1)))
+
+    def _attention(self, attn: nn.Module, x: torch.Tensor, T: int, fan_out: int = 1) -> torch.Tensor:
         """Causal grouped-query attention without repeating k/v: the g query heads that share a
         k/v head are folded into its query axis, (rows, kv, g*T, head_dim), and one additive
-        causal mask (g*T, T) serves them all."""
-        rows, hd = x.shape[0], attn.head_dim
+        causal mask (g*T, T) serves them all. `fan_out` > 1: x is shared by that many copies."""
+        rows, hd = x.shape[0] * fan_out, attn.head_dim
         g = attn.num_key_value_groups
         cos, sin = self.cos[:, :, :T], self.sin[:, :, :T]  # (1, 1, T, head_dim)
-        q = _apply_rotary(attn.q_proj(x).view(rows, T, -1, hd).transpose(1, 2), cos, sin)
-        k = _apply_rotary(attn.k_proj(x).view(rows, T, -1, hd).transpose(1, 2), cos, sin)
-        v = attn.v_proj(x).view(rows, T, -1, hd).transpose(1, 2)  # (rows, kv, T, hd)
-        kv = k.shape[1]
+        q = self._project(attn.q_proj, x, fan_out).view(rows, T, -1, hd).transpose(1, 2)
+        k = self._project(attn.k_proj, x, fan_out).view(rows, T, -1, hd).transpose(1, 2)
+        q, k = _apply_rotary(q, cos, sin), _apply_rotary(k, cos, sin)
+        v = self._project(attn.v_proj, x, fan_out).view(rows, T, -1, hd).transpose(1, 2)
+        kv = k.shape[1]  # v: (rows, kv, T, hd)
         # 3-D bmm (not a broadcasting matmul, which exports as expand + bmm)
         q = q.reshape(rows * kv, g * T, hd)  # query head j*g + r -> kv head j, block r
         k = k.reshape(rows * kv, T, hd)
@@ -140,32 +156,98 @@ class LabelScorer(nn.Module):
         a = a.view(rows, kv, g, T, hd).permute(0, 3, 1, 2, 4).reshape(rows, T, kv * g * hd)
         return attn.o_proj(a)
 
-    def _decoder_layer(self, layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _fan(h: torch.Tensor, fan_out: int) -> torch.Tensor:
+        return h if fan_out == 1 else h.repeat(fan_out, *([1] * (h.dim() - 1)))
+
+    def _decoder_layer(self, layer: nn.Module, h: torch.Tensor, fan_out: int = 1) -> torch.Tensor:
+        """(rows, T, hidden) -> (fan_out * rows, T, hidden)."""
         mlp, T = layer.mlp, h.shape[1]
-        h = h + self._attention(layer.self_attn, self._rms_norm(layer.input_layernorm, h), T)
+        a = self._attention(layer.self_attn, self._rms_norm(layer.input_layernorm, h), T, fan_out)
+        h = self._fan(h, fan_out) + a
         x = self._rms_norm(layer.post_attention_layernorm, h)
         return h + mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
 
-    def forward(self, input_ids: torch.Tensor, last_index: torch.Tensor,
-                thetas: torch.Tensor | None = None) -> torch.Tensor:
-        N, T = input_ids.shape
+    def _last_layer(self, layer: nn.Module, h: torch.Tensor, last: torch.Tensor,
+                    fan_out: int = 1) -> torch.Tensor:
+        """The final decoder layer, for the last real token only: (rows, T, hidden) ->
+        (fan_out * rows, hidden). Keys and values need every position, but the query, the
+        attention output, o_proj and the MLP only the one position whose output is read. Same
+        math as `_decoder_layer` at that position; about 1/T of its cost beyond the k/v
+        projections (and those run once for all copies when the layer's input is shared)."""
+        attn, mlp = layer.self_attn, layer.mlp
+        T = h.shape[1]
+        hd, g = attn.head_dim, attn.num_key_value_groups
+        x = self._rms_norm(layer.input_layernorm, h)  # (rows_in, T, hidden)
+        x_last = x[torch.arange(h.shape[0]), last].unsqueeze(1)  # (rows_in, 1, hidden)
+        last = self._fan(last, fan_out)
+        rows = last.shape[0]
+        cos, sin = self.cos[:, :, :T], self.sin[:, :, :T]  # (1, 1, T, head_dim)
+        k = self._project(attn.k_proj, x, fan_out).view(rows, T, -1, hd).transpose(1, 2)
+        k = _apply_rotary(k, cos, sin)
+        v = self._project(attn.v_proj, x, fan_out).view(rows, T, -1, hd).transpose(1, 2)
+        kv = k.shape[1]  # v: (rows, kv, T, hd)
+        cos_l = self.cos[0, 0][last].view(rows, 1, 1, hd)  # the query's own position
+        sin_l = self.sin[0, 0][last].view(rows, 1, 1, hd)
+        q = self._project(attn.q_proj, x_last, fan_out).view(rows, 1, -1, hd).transpose(1, 2)
+        q = _apply_rotary(q, cos_l, sin_l).reshape(rows * kv, g, hd)  # head j*g + r -> kv j
+        scores = torch.bmm(q, k.reshape(rows * kv, T, hd).transpose(1, 2)) * attn.scaling
+        # Row `last` of the causal table: 0 up to the last real token, -inf after it (padding).
+        mask = self.causal[:T, :T][last].view(rows, 1, T)  # (rows, 1, T)
+        scores = (scores.view(rows, kv * g, T) + mask).view(rows * kv, g, T)
+        a = torch.bmm(torch.softmax(scores, dim=-1), v.reshape(rows * kv, T, hd))  # (rows*kv, g, hd)
+        a = a.reshape(rows, 1, kv * g * hd)
+        h_last = self._fan(h[torch.arange(h.shape[0]), last[:h.shape[0]]], fan_out)
+        h_last = h_last.unsqueeze(1) + attn.o_proj(a)  # (rows, 1, hidden)
+        x = self._rms_norm(layer.post_attention_layernorm, h_last)
+        out = h_last + mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
+        return out.squeeze(1)
+
+    @property
+    def cache_layer(self) -> int:
+        """Index of the first layer the suffix runs: its input never depends on the adapter, so
+        it can be computed once per example and cached. The last layer always belongs to the
+        suffix (it is pruned to the last token there)."""
+        return min(self.first_adapted, len(self.layers) - 1)
+
+    def prefix(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Hidden states entering layer `cache_layer`: (N, T) token ids -> (N, T, hidden).
+        Independent of every adapter copy: the frozen-prefix cache stores these."""
+        h = self.embed(input_ids)
+        for layer in self.layers[:self.cache_layer]:
+            h = self._decoder_layer(layer, h)
+        return h
+
+    def suffix(self, h: torch.Tensor, last_index: torch.Tensor,
+               thetas: torch.Tensor | None = None) -> torch.Tensor:
+        """Layers from `cache_layer` on, the norm and the label-word head, for C adapter copies:
+        h (N, T, hidden) from `prefix`, last_index (N,), thetas (C, D) -> logits (C, N, L)."""
+        N, T, hidden = h.shape
         C = 1 if thetas is None else thetas.shape[0]
+        if T > self.causal.shape[0]:
+            raise ValueError(f"{T} tokens exceed the {self.causal.shape[0]} positions prepared")
         self.layout.set_copies(thetas)
         try:
-            if T > self.causal.shape[0]:
-                raise ValueError(f"{T} tokens exceed the {self.causal.shape[0]} positions prepared")
-            h = self.embed(input_ids)  # (N, T, hidden)
-            for i, layer in enumerate(self.layers):
-                if i == self.first_adapted:
-                    h = h.repeat(C, 1, 1)  # (C*N, T, hidden), copy-major
-                h = self._decoder_layer(layer, h)
-            rows = torch.arange(N)
-            hidden = h.shape[-1]
-            h_last = h.view(-1, N, T, hidden)[:, rows, last_index]  # (C or 1, N, hidden)
-            h_last = h_last.reshape(-1, hidden)  # (C*N or N, hidden)
-            if self.first_adapted == len(self.layers):  # only the head is adapted
-                h_last = h_last.repeat(C, 1)
-            logits = self.head(self._rms_norm(self.norm, h_last))  # (C*N, L)
+            n_layers, expanded = len(self.layers), False
+            last = last_index
+            for i in range(self.cache_layer, n_layers):
+                # The first adapted layer's input is the same for every copy: it fans out to C
+                # copies inside the layer (copy-major rows, C*N), after its shared projections.
+                fan_out = C if i == self.first_adapted else 1
+                if i < n_layers - 1:
+                    h = self._decoder_layer(self.layers[i], h, fan_out)
+                else:
+                    h = self._last_layer(self.layers[i], h, last, fan_out)  # (C*N or N, hidden)
+                if fan_out > 1 or i == self.first_adapted:
+                    last, expanded = last_index.repeat(C), True
+            if not expanded:  # only the head is adapted: every copy shares the decoder's output
+                h = h.repeat(C, 1)
+            logits = self.head(self._rms_norm(self.norm, h))  # (C*N, L)
         finally:
             self.layout.set_copies(None)  # never keep views of thetas (or autograd graphs) alive
         return logits.view(C, N, -1)
+
+    def forward(self, input_ids: torch.Tensor, last_index: torch.Tensor,
+                thetas: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids (N, T), last_index (N,), thetas (C, D) or None -> logits (C, N, L)."""
+        return self.suffix(self.prefix(input_ids), last_index, thetas)

@@ -193,6 +193,11 @@ class PromptEncoder:
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
 
+    def token_buckets(self) -> list[int]:
+        """Every padded length `encode` can produce (exported programs need one each)."""
+        return sorted({min(self.max_length, k * self.bucket)
+                       for k in range(1, -(-self.max_length // self.bucket) + 1)})
+
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 

@@ -11,6 +11,7 @@ from prge.engines.eager import EagerEngine
 from prge.lora_fa import AdapterError
 from prge.models import cache_root, load_model
 from prge.perturb import derive_seed
+from prge.prefix_cache import with_prefix_cache
 from prge.scorer import LabelScorer
 from prge.tasks import PromptEncoder, Task, load_task
 from simulation.config import Config, ConfigError
@@ -25,9 +26,12 @@ class Setup:
 
 
 def build_task(cfg: Config) -> Task:
-    return load_task(cfg.task, template=cfg.template or None,
+    task = load_task(cfg.task, template=cfg.template or None,
                      label_words=cfg.label_words or None, test_fraction=cfg.test_fraction,
                      split_seed=cfg.split_seed)
+    if cfg.train_size:
+        task.train = task.train[: cfg.train_size]  # the split is already a seeded shuffle
+    return task
 
 
 def quiet_libraries() -> None:
@@ -61,4 +65,7 @@ def build(cfg: Config, task: Task | None = None) -> Setup:
                                   cache_budget=int(cfg.program_cache_gib * 2**30))
     else:
         engine = EagerEngine(scorer, threads=cfg.threads)
+    if cfg.prefix_cache == "auto" and scorer.cache_layer > 0:
+        # the frozen layers run once per example, ever; steps run only the suffix per copy
+        engine = with_prefix_cache(engine, int(cfg.prefix_cache_mib * 2**20), encoder.pad_id)
     return Setup(task, encoder, scorer, engine)

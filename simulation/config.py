@@ -37,6 +37,7 @@ class Config:
     test_fraction: float = 0.2
     split_seed: int = 0  # fixed train/test split, independent of `seed`
     eval_size: int = 300  # test examples used for periodic evaluation (0: the whole test split)
+    train_size: int = 0  # training examples used (the first N of the seeded split; 0: all)
     # adapter
     targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
     layers: str = "all"  # all | last-N | I-J
@@ -45,6 +46,9 @@ class Config:
     engine: str = "executorch"  # executorch (exported XNNPACK program) | eager (PyTorch reference)
     quantize: str = "none"  # base weights in the ExecuTorch program: none (fp32) | int8 | int4
     program_cache_gib: float = 8.0  # lowered programs kept on disk; least recently used go first
+    # frozen-prefix cache: layers before the first adapted one run once per example, ever
+    prefix_cache: str = "auto"  # auto (on when the first layer is frozen) | off
+    prefix_cache_mib: float = 2048.0  # hidden states kept per process; least recently used go first
     mode: str = "parallel"  # parallel (one batched forward) | sequential (MeZO-style, 2q forwards)
     q: int = 2  # queries (directions) per step
     eps: float = 1e-2  # perturbation scale
@@ -97,6 +101,9 @@ class Config:
             ("steps", self.steps >= 0, "must be >= 0"),
             ("eval-every", self.eval_every >= 1, "must be >= 1"),
             ("eval-size", self.eval_size >= 0, "must be >= 0"),
+            ("train-size", self.train_size >= 0, "must be >= 0"),
+            ("prefix-cache", self.prefix_cache in ("auto", "off"), "must be auto or off"),
+            ("prefix-cache-mib", self.prefix_cache_mib > 0, "must be > 0"),
             ("max-length", self.max_length >= 4, "must be >= 4"),
             ("threads", self.threads >= 0, "must be >= 0"),
             ("program-cache-gib", self.program_cache_gib > 0, "must be > 0"),

@@ -99,8 +99,15 @@ def _lower_programs(cfg: Config) -> None:
     programs (2q copies for local steps, 1 for evaluation) instead of lowering them in parallel."""
     from simulation.build import build
 
+    from prge.prefix_cache import PrefixCachedEngine
+
+    setup = build(cfg)
     # first-order clients backpropagate through the eager model: only evaluation needs a program
-    build(cfg).engine.prepare([1] if cfg.method == "fo" else [2 * cfg.q, 1])
+    copies = [1] if cfg.method == "fo" else [2 * cfg.q, 1]
+    if isinstance(setup.engine, PrefixCachedEngine):  # the prefix program + suffix programs
+        setup.engine.prepare(copies, setup.encoder.token_buckets())
+    else:
+        setup.engine.prepare(copies)
 
 
 def print_summary(run_dir: Path, s: dict) -> None:

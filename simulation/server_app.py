@@ -23,6 +23,7 @@ from clients.faults import adversaries, draw_faults
 from clients.protocol import TrainIns, encode_log, encode_tensor, encode_train_ins
 from prge.estimator import scheduled_lr
 from prge.evaluate import evaluate
+from prge.prefix_cache import cache_summary
 from prge.perturb import derive_seed
 from prge.update_log import LogEntry, replay, theta_hash
 from simulation.build import build
@@ -214,6 +215,7 @@ class FederatedServer:
                 continue
             valid.append(ok)
             self.held[pid] = len(self.log)
+            self.totals["client_steps"] += cfg.local_steps
         missing = len(messages) - sum(rejected.values()) - len(valid)
         if missing:
             rejected["late" if timeout else "no-reply"] += missing
@@ -345,6 +347,12 @@ class FederatedServer:
             "method": self.cfg.method, "strategy": self.cfg.strategy,
             "strategy_summary": self.strategy.summary(),
             "wall_s": time.perf_counter() - start,
+            # client-side P-RGE (or first-order) steps taken in training rounds, per minute
+            "client_steps": self.totals["client_steps"],
+            "client_steps_per_min": self.totals["client_steps"] * 60 / max(
+                1e-9, time.perf_counter() - start),
+            "dense_bytes": 4 * self.setup.scorer.dim,  # one float32 upload of the adapter
+            **cache_summary(self.setup.engine),  # the server's cache (evaluation set)
         }
         np.save(self.run_dir / "final_theta.npy", self.theta.numpy())  # also the log's result
         write_json(self.run_dir / "summary.json", summary)

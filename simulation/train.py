@@ -16,6 +16,7 @@ from tqdm import tqdm
 from prge.estimator import prge_step, scheduled_lr
 from prge.evaluate import evaluate
 from prge.perturb import derive_seed
+from prge.prefix_cache import cache_summary
 from simulation.build import build
 from simulation.config import Config
 from simulation.rundir import JsonlWriter, new_run_dir, write_json
@@ -75,7 +76,9 @@ def train(cfg: Config, out: str | Path | None = None, progress: bool = True) -> 
         "steps": cfg.steps, "adapter_dim": setup.scorer.dim, "eval_examples": len(test_set),
         "zero_shot_acc": zero_shot.acc, "zero_shot_acc_cal": zero_shot.acc_calibrated,
         "final_acc": last_eval.acc, "final_acc_cal": last_eval.acc_calibrated,
+        "dense_bytes": 4 * setup.scorer.dim,  # one float32 upload of the adapter itself
         "wall_s": time.perf_counter() - start,
+        **cache_summary(setup.engine),  # the frozen-prefix cache: examples, bytes, compute time
     }
     write_json(run_dir / "summary.json", summary)
     if progress:

@@ -19,3 +19,15 @@ class EagerEngine:
     def label_logits(self, batch: Batch, thetas: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return self.scorer(batch.input_ids, batch.last_index, thetas.to(self.dtype))
+
+    # The two halves, for the frozen-prefix cache (prge/prefix_cache.py).
+    def prefix_hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(N, T) -> hidden states entering `scorer.cache_layer`, (N, T, hidden)."""
+        with torch.inference_mode():
+            return self.scorer.prefix(input_ids)
+
+    def suffix_logits(self, hidden: torch.Tensor, last_index: torch.Tensor,
+                      thetas: torch.Tensor) -> torch.Tensor:
+        """hidden (N, T, hidden), last_index (N,), thetas (C, D) -> logits (C, N, L)."""
+        with torch.inference_mode():
+            return self.scorer.suffix(hidden.to(self.dtype), last_index, thetas.to(self.dtype))

@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from prge.quantize import check_scheme, ensure_runtime_kernels, quantized_copy
 from prge.scorer import LabelScorer
@@ -77,7 +78,41 @@ def scorer_fingerprint(scorer: LabelScorer) -> str:
     return h.hexdigest()
 
 
+# Bump when the exported forward changes (the key hashes weights, shapes and library versions,
+# not our code): 2 = last layer pruned to the last token; prefix and suffix programs.
+FORWARD_VERSION = 2
+
+
+class _PrefixProgram(nn.Module):
+    """input_ids (N, T) -> hidden states entering the scorer's cache layer (N, T, hidden)."""
+
+    def __init__(self, scorer: LabelScorer):
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.scorer.prefix(input_ids)
+
+
+class _SuffixProgram(nn.Module):
+    """hidden (N, T, hidden), last_index (N,), thetas (C, D) -> label logits (C, N, L)."""
+
+    def __init__(self, scorer: LabelScorer):
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, hidden: torch.Tensor, last_index: torch.Tensor,
+                thetas: torch.Tensor) -> torch.Tensor:
+        return self.scorer.suffix(hidden, last_index, thetas)
+
+
 class ExecuTorchEngine:
+    """Three kinds of program, all lowered on demand and cached:
+      * `full`: (ids, last, thetas) -> logits, tokens padded to `max_length`;
+      * `prefix`: ids -> hidden states at the cache layer (once per example, for the cache);
+      * `suffix`: (hidden, last, thetas) -> logits, one program per token bucket, so a step pays
+        for the batch's own padded length and not for `max_length`."""
+
     def __init__(self, scorer: LabelScorer, cache_dir: str | os.PathLike, *, batch_rows: int,
                  max_length: int, threads: int = 0, quantize: str = "none",
                  cache_budget: int = DEFAULT_CACHE_BUDGET, log=print):
@@ -87,16 +122,19 @@ class ExecuTorchEngine:
         _match_threadpool(torch.get_num_threads())
         self.scorer = scorer.eval()
         self.dim = scorer.dim
+        self.hidden_size = scorer.embed.weight.shape[1]
         self.batch_rows, self.max_length = batch_rows, max_length
         self.cache_dir = Path(cache_dir)
         self.cache_budget = cache_budget
         self.log = log
         self.fingerprint = scorer_fingerprint(scorer)
-        self.lowering_s: dict[int, float] = {}  # copies -> seconds spent lowering (0 if cached)
+        self.lowering_s: dict[int, float] = {}  # copies -> seconds lowering the full program
+        self.program_s: dict[str, float] = {}  # "kind CxRxT" -> seconds lowering (0 if cached)
 
-    def _key(self, copies: int) -> str:
-        spec = (f"{self.fingerprint}|{self.quantize}|{copies}x{self.batch_rows}x{self.max_length}|"
-                f"{_versions()}")
+    def _key(self, copies: int, kind: str = "full", tokens: int | None = None) -> str:
+        tokens = self.max_length if tokens is None else tokens
+        spec = (f"{kind}|{self.fingerprint}|{self.quantize}|{copies}x{self.batch_rows}x{tokens}|"
+                f"{_versions()}|v{FORWARD_VERSION}")
         return hashlib.sha256(spec.encode()).hexdigest()[:24]
 
     def _pad(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,17 +153,40 @@ class ExecuTorchEngine:
         for c in copies:
             self._method(c)
 
-    def _method(self, copies: int):
-        key = self._key(copies)
+    def prepare_cached(self, copies: list[int], token_buckets: list[int]) -> None:
+        """The same for the frozen-prefix path: the prefix program and one suffix program per
+        copy count and token bucket."""
+        self._method(1, "prefix")
+        for c in copies:
+            for t in token_buckets:
+                self._method(c, "suffix", t)
+
+    def _example(self, kind: str, copies: int, tokens: int) -> tuple[torch.Tensor, ...]:
+        rows = self.batch_rows
+        ids = torch.zeros(rows, tokens, dtype=torch.long)
+        last = torch.zeros(rows, dtype=torch.long)
+        thetas = torch.zeros(copies, self.dim, dtype=torch.float32)
+        if kind == "prefix":
+            return (ids,)
+        if kind == "suffix":
+            return (torch.zeros(rows, tokens, self.hidden_size), last, thetas)
+        return (ids, last, thetas)
+
+    def _method(self, copies: int, kind: str = "full", tokens: int | None = None):
+        tokens = self.max_length if tokens is None else tokens
+        key = self._key(copies, kind, tokens)
         if key in _LOADED:
             return _LOADED[key]
         path = self.cache_dir / f"prge-{key}.pte"
+        label = f"{kind} {copies}x{self.batch_rows}x{tokens}"
         if not path.is_file():
-            self._lower(copies, path)
+            self._lower(kind, copies, tokens, path, label)
             for old in prune_cache(self.cache_dir, self.cache_budget, keep=path):
                 self.log(f"program cache over {self.cache_budget / 2**30:.1f} GiB: removed {old.name}")
         else:
-            self.lowering_s.setdefault(copies, 0.0)
+            self.program_s.setdefault(label, 0.0)
+            if kind == "full":
+                self.lowering_s.setdefault(copies, 0.0)
             os.utime(path)  # recently used: the last to be pruned
         from executorch.runtime import Runtime
 
@@ -134,18 +195,20 @@ class ExecuTorchEngine:
         _LOADED[key] = method
         return method
 
-    def _lower(self, copies: int, path: Path) -> None:
+    def _lower(self, kind: str, copies: int, tokens: int, path: Path, label: str) -> None:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
         t0 = time.perf_counter()
-        example = (torch.zeros(self.batch_rows, self.max_length, dtype=torch.long),
-                   torch.zeros(self.batch_rows, dtype=torch.long),
-                   torch.zeros(copies, self.dim, dtype=torch.float32))
+        example = self._example(kind, copies, tokens)
         with torch.no_grad(), warnings.catch_warnings():
             # ExecuTorch's serializer trips torch's pytree deprecations, once per node: noise
             warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
             module = quantized_copy(self.scorer, self.quantize)
+            if kind == "prefix":
+                module = _PrefixProgram(module)
+            elif kind == "suffix":
+                module = _SuffixProgram(module)
             exported = torch.export.export(module, example, strict=False)
             del module  # a quantized copy lives only as long as its export
             t_export = time.perf_counter() - t0
@@ -162,18 +225,23 @@ class ExecuTorchEngine:
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_bytes(program.buffer)
         os.replace(tmp, path)  # atomic: concurrent processes never read half a program
-        self.lowering_s[copies] = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        self.program_s[label] = seconds
+        if kind == "full":
+            self.lowering_s[copies] = seconds
         self.partitions = partitions
-        self.log(f"exported {copies} copies x {self.batch_rows} x {self.max_length} tokens: "
-                 f"{self.quantize} weights, {partitions} XNNPACK partitions, "
-                 f"{self.lowering_s[copies]:.1f} s (export {t_export:.1f} s, lower {t_lower:.1f} s), "
+        self.log(f"exported {label} tokens: {self.quantize} weights, {partitions} XNNPACK "
+                 f"partitions, {seconds:.1f} s (export {t_export:.1f} s, lower {t_lower:.1f} s), "
                  f"{path.stat().st_size / 2**20:.1f} MiB")
+
+    def _row_chunks(self, n: int):
+        return range(0, n, self.batch_rows)  # the programs' fixed row count
 
     def label_logits(self, batch: Batch, thetas: torch.Tensor) -> torch.Tensor:
         method = self._method(thetas.shape[0])
         thetas = thetas.to(torch.float32).contiguous()
         outs = []
-        for start in range(0, len(batch), self.batch_rows):  # the program's fixed row count
+        for start in self._row_chunks(len(batch)):
             part = Batch(batch.input_ids[start:start + self.batch_rows],
                          batch.last_index[start:start + self.batch_rows],
                          batch.labels[start:start + self.batch_rows])
@@ -181,3 +249,36 @@ class ExecuTorchEngine:
             out = method.execute([ids, last, thetas])[0]
             outs.append(out[:, :len(part)])  # padded rows dropped
         return torch.cat(outs, dim=1)  # (C, N, num_labels)
+
+    # The two halves, for the frozen-prefix cache (prge/prefix_cache.py).
+    def prefix_hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(N, T) -> hidden states entering `scorer.cache_layer`, (N, T, hidden), through the
+        prefix program (tokens padded to `max_length`: paid once per example)."""
+        method = self._method(1, "prefix")
+        N, T = input_ids.shape
+        if T > self.max_length:
+            raise ValueError(f"batch of {T} tokens exceeds the program's {self.max_length}")
+        outs = []
+        for start in self._row_chunks(N):
+            part = input_ids[start:start + self.batch_rows]
+            ids = torch.zeros(self.batch_rows, self.max_length, dtype=torch.long)
+            ids[:len(part), :T] = part
+            outs.append(method.execute([ids])[0][:len(part), :T])
+        return torch.cat(outs)
+
+    def suffix_logits(self, hidden: torch.Tensor, last_index: torch.Tensor,
+                      thetas: torch.Tensor) -> torch.Tensor:
+        """hidden (N, T, hidden), last_index (N,), thetas (C, D) -> logits (C, N, L), through the
+        suffix program of this token count (T is one of the encoder's buckets)."""
+        N, T, H = hidden.shape
+        method = self._method(thetas.shape[0], "suffix", T)
+        thetas = thetas.to(torch.float32).contiguous()
+        outs = []
+        for start in self._row_chunks(N):
+            n = min(self.batch_rows, N - start)
+            h = torch.zeros(self.batch_rows, T, H)
+            h[:n] = hidden[start:start + n]
+            last = torch.zeros(self.batch_rows, dtype=torch.long)
+            last[:n] = last_index[start:start + n]
+            outs.append(method.execute([h, last, thetas])[0][:, :n])
+        return torch.cat(outs, dim=1)

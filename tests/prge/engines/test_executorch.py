@@ -124,3 +124,34 @@ def test_threadpool_is_sized_like_torch_and_a_missing_sizing_call_is_reported(mo
     monkeypatch.delattr(portable_lib, "_unsafe_reset_threadpool")
     with pytest.warns(RuntimeWarning, match="threadpool"):
         et._match_threadpool(2)
+
+
+def test_prefix_and_suffix_programs_match_eager_from_the_cache(tmp_path):
+    from prge.prefix_cache import with_prefix_cache
+
+    model, tok = tiny_model(seed=2)
+    encoder = PromptEncoder(tok, "{text} It was", (" terrible", " great"), max_length=LENGTH)
+    scorer = LabelScorer(model, encoder.label_ids, targets=["q", "k", "v", "o", "gate", "up",
+                                                            "down"], rank=4, layers="last-1")
+    eager = EagerEngine(scorer)
+    lowered = ExecuTorchEngine(scorer, tmp_path, batch_rows=ROWS, max_length=LENGTH,
+                               log=lambda m: None)
+    cached = with_prefix_cache(lowered, budget_bytes=2**30)
+    thetas = 0.2 * torch.randn(4, eager.dim, generator=torch.Generator().manual_seed(7))
+    short = encoder.encode([Example(t, i % 2) for i, t in enumerate(["dull", "fine", "ok"])])
+    long = encoder.encode(_examples(5))
+    assert short.input_ids.shape[1] != long.input_ids.shape[1]  # two token buckets
+    for batch in (short, long, short):
+        want = eager.label_logits(batch, thetas)
+        got = cached.label_logits(batch, thetas)
+        assert (got - want).abs().max().item() <= 1e-4
+        assert torch.equal(got.argmax(-1), want.argmax(-1))
+    assert cached.cache.stats.misses == len(short) + len(long)  # the prefix ran once per example
+    kinds = sorted(label.split()[0] for label in lowered.program_s)
+    assert kinds == ["prefix", "suffix", "suffix"]  # one suffix program per token bucket
+    # ... and P-RGE's scalars through the cached programs agree with eager's
+    theta = 0.1 * torch.randn(eager.dim, generator=torch.Generator().manual_seed(8))
+    seeds = [derive_seed(4, "et", i) for i in range(2)]
+    g_eager, _ = projected_grads(eager, long, theta, seeds, eps=1e-2)
+    g_cached, _ = projected_grads(cached, long, theta, seeds, eps=1e-2)
+    assert torch.allclose(g_cached, g_eager, rtol=1e-3, atol=1e-4)

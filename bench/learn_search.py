@@ -1,0 +1,140 @@
+"""Which zeroth-order settings learn a suffix adapter: P-RGE runs side by side on one cache.
+
+Builds the scorer once for an adapter (layers, targets, rank), fills the frozen-prefix cache for
+`--train` training and `--test` test examples of MR up front, then runs each setting of `--grid`
+from theta = 0 for `--minutes` of P-RGE steps (cache already warm, so the settings compete on
+step time alone), evaluating calibrated accuracy on the test examples every `--eval-every` steps.
+
+    python bench/learn_search.py --layers last-1 --grid "q=16,lr=1e-2" --grid "q=4,lr=3e-2"
+
+Each --grid item is one setting: comma-separated key=value among q, lr, eps, batch, schedule,
+seed; `method=fo` in an item runs first-order Adam on the same adapter instead (the reference).
+`--cache-file` keeps the filled cache on disk for the next invocation on the same layers.
+Prints a line per evaluation and ends with one JSON line of every curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from prge.engines.eager import EagerEngine
+from prge.estimator import prge_step, scheduled_lr
+from prge.evaluate import evaluate
+from prge.models import load_model
+from prge.perturb import derive_seed
+from prge.prefix_cache import with_prefix_cache
+from prge.scorer import LabelScorer
+from prge.tasks import PromptEncoder, load_task
+
+DEFAULTS = {"q": 16, "lr": 1e-2, "eps": 1e-2, "batch": 16, "schedule": "constant", "seed": 0,
+            "method": "prge"}
+
+
+def parse_setting(text: str) -> dict:
+    setting = dict(DEFAULTS)
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        if key not in DEFAULTS:
+            raise SystemExit(f"unknown setting key {key!r}; choose from {', '.join(DEFAULTS)}")
+        setting[key] = type(DEFAULTS[key])(value)
+    return setting
+
+
+def fo_adam_step(engine, batch, theta, adam, lr) -> None:
+    """First-order reference: backprop through the suffix (from the cache) into theta, Adam."""
+    (param,) = adam.param_groups[0]["params"]
+    adam.param_groups[0]["lr"] = lr
+    h = engine.cache.hidden(batch)
+    logits = engine.inner.scorer.suffix(h, batch.last_index, param[None])[0]
+    loss = F.cross_entropy(logits, batch.labels)
+    adam.zero_grad()
+    loss.backward()
+    adam.step()
+    theta.copy_(param.detach())
+
+
+def run_setting(engine, enc, train, test, dim, s, minutes, eval_every, log):
+    theta = torch.zeros(dim)
+    adam = torch.optim.Adam([torch.nn.Parameter(theta)], lr=s["lr"]) if s["method"] == "fo" else None
+    rng = np.random.default_rng(derive_seed(s["seed"], "search-data"))
+    budget = minutes * 60
+    est_steps = None
+    curve, elapsed, step = [], 0.0, 0
+    r = evaluate(engine, enc, test, theta)
+    curve.append({"step": 0, "s": 0.0, "acc": r.acc, "acc_cal": r.acc_calibrated})
+    while elapsed < budget:
+        step += 1
+        idx = rng.choice(len(train), size=s["batch"], replace=False)
+        batch = enc.encode([train[i] for i in idx])
+        seeds = [derive_seed(s["seed"], "search", step, i) for i in range(s["q"])]
+        if est_steps is None and step > 20:
+            est_steps = int(budget / (elapsed / (step - 1)))
+        lr = scheduled_lr(s["lr"], step, est_steps or 10**9, s["schedule"])
+        t0 = time.perf_counter()
+        if s["method"] == "fo":
+            fo_adam_step(engine, batch, theta, adam, lr)
+        else:
+            prge_step(engine, batch, theta, seeds, eps=s["eps"], lr=lr)
+        elapsed += time.perf_counter() - t0
+        if step % eval_every == 0 or elapsed >= budget:
+            r = evaluate(engine, enc, test, theta)
+            curve.append({"step": step, "s": round(elapsed, 1), "acc": r.acc,
+                          "acc_cal": r.acc_calibrated, "theta_norm": float(theta.norm())})
+            log(f"  {s}  step {step:6d}  {elapsed:7.1f} s  raw {r.acc:.3f}  cal "
+                f"{r.acc_calibrated:.3f}  |theta| {theta.norm():.3f}")
+    return curve
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--layers", default="last-1")
+    ap.add_argument("--targets", default="q,k,v,o,gate,up,down")
+    ap.add_argument("--rank", type=int, default=8)
+    ap.add_argument("--train", type=int, default=2000)
+    ap.add_argument("--test", type=int, default=1000)
+    ap.add_argument("--minutes", type=float, default=5.0)
+    ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--grid", action="append", default=[])
+    ap.add_argument("--cache-file", default="")
+    args = ap.parse_args()
+    settings = [parse_setting(g) for g in args.grid] or [dict(DEFAULTS)]
+
+    model, tok = load_model(args.model)
+    task = load_task("mr")
+    enc = PromptEncoder(tok, task.template, task.label_words)
+    scorer = LabelScorer(model, enc.label_ids, targets=args.targets.split(","), rank=args.rank,
+                         layers=args.layers, adapter_seed=derive_seed(0, "lora-A"))
+    engine = with_prefix_cache(EagerEngine(scorer), 8 * 2**30, enc.pad_id)
+    train, test = task.train[: args.train], task.test[: args.test]
+    t0 = time.perf_counter()
+    order = sorted(train + test, key=lambda ex: len(ex.text))  # similar lengths: less padding
+    path = Path(args.cache_file) if args.cache_file else None
+    if path and path.is_file():
+        engine.cache._rows.update(torch.load(path))
+    engine.cache.warm(enc.encode(order[i:i + 32]) for i in range(0, len(order), 32))
+    if path and not path.is_file():
+        torch.save(dict(engine.cache._rows), path)
+    warm_s = time.perf_counter() - t0
+    print(f"adapter {args.layers} {args.targets} r{args.rank}: D = {scorer.dim:,}; cache of "
+          f"{len(order)} examples in {warm_s:.1f} s, {engine.cache.stats.bytes / 2**20:.1f} MiB",
+          flush=True)
+    curves = []
+    for s in settings:
+        curve = run_setting(engine, enc, train, test, scorer.dim, s, args.minutes,
+                            args.eval_every, lambda m: print(m, flush=True))
+        curves.append({"setting": s, "curve": curve})
+    print(json.dumps({"bench": "learn_search", "layers": args.layers, "targets": args.targets,
+                      "rank": args.rank, "dim": scorer.dim, "train": len(train),
+                      "test": len(test), "cache_s": round(warm_s, 1), "runs": curves}))
+
+
+if __name__ == "__main__":
+    main()

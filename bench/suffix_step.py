@@ -1,0 +1,127 @@
+"""Seconds per P-RGE step on suffix adapters (`python bench/step_time.py --suffix`).
+
+For each `layers=last-N` and q, one batch of MR examples and one set of seeds, timed side by side
+(interleaved repetitions, medians):
+
+  * `before`: the path this product had before the frozen-prefix cache: one forward of the token
+    ids in which the frozen layers run once for all copies and the adapted layers run for every
+    copy at every position, the last layer included (written out below, eager);
+  * `eager`: today's forward without the cache (the last layer pruned to the last token);
+  * `eager+cache`: the suffix only, from cached hidden states;
+  * `et+cache`, `et-int8+cache`: the suffix as an ExecuTorch program (fp32 or int8 base weights),
+    from the same cache; `et` (optional, `--et-full`): the whole forward as one fp32 program.
+The cache is filled before timing (its one-time cost is reported apart, per example).
+`suffix_speedup` = before / the fastest cached variant, at the goal's row (last-4, q = 4).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+
+import torch
+
+from prge.engines.eager import EagerEngine
+from prge.engines.executorch import ExecuTorchEngine
+from prge.estimator import projected_grads
+from prge.models import load_model
+from prge.perturb import derive_seed
+from prge.prefix_cache import with_prefix_cache
+from prge.scorer import LabelScorer
+from prge.tasks import PromptEncoder, load_task
+
+
+class BeforeEngine:
+    """The forward as it was: every adapted layer, the last one included, at every position."""
+
+    def __init__(self, scorer: LabelScorer):
+        self.scorer, self.dim = scorer, scorer.dim
+
+    def label_logits(self, batch, thetas):
+        s, (N, T) = self.scorer, batch.input_ids.shape
+        C = thetas.shape[0]
+        with torch.inference_mode():
+            s.layout.set_copies(thetas)
+            try:
+                h = s.embed(batch.input_ids)
+                for i, layer in enumerate(s.layers):
+                    if i == s.first_adapted:
+                        h = h.repeat(C, 1, 1)
+                    h = s._decoder_layer(layer, h)
+                h_last = h.view(-1, N, T, h.shape[-1])[:, torch.arange(N), batch.last_index]
+                h_last = h_last.reshape(-1, h.shape[-1])
+                if s.first_adapted == len(s.layers):
+                    h_last = h_last.repeat(C, 1)
+                logits = s.head(s._rms_norm(s.norm, h_last))
+            finally:
+                s.layout.set_copies(None)
+        return logits.view(C, N, -1)
+
+
+def _time(engines: dict, batch, theta, seeds, reps: int) -> tuple[dict, dict]:
+    times = {name: [] for name in engines}
+    grads = {}
+    for name, engine in engines.items():  # warm-up (lowering happens here, untimed)
+        grads[name], _ = projected_grads(engine, batch, theta, seeds, 1e-2)
+    for _ in range(reps):
+        for name, engine in engines.items():  # interleaved: every variant sees the same noise
+            t0 = time.perf_counter()
+            projected_grads(engine, batch, theta, seeds, 1e-2)
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}, grads
+
+
+def run(args) -> dict:
+    model, tok = load_model(args.model)
+    task = load_task("mr")
+    enc = PromptEncoder(tok, task.template, task.label_words)
+    batch = enc.encode(task.train[: args.batch])
+    targets = args.targets.split(",")
+    programs = tempfile.mkdtemp(prefix="suffix-programs-")
+    rows, cache_rows = [], []
+    for n in (int(x) for x in args.ns.split(",")):
+        model, tok = load_model(args.model)  # fresh: LoRA-FA wraps the model's linears in place
+        scorer = LabelScorer(model, enc.label_ids, targets=targets, rank=args.rank,
+                             layers=f"last-{n}")
+        eager = EagerEngine(scorer)
+        cached = with_prefix_cache(eager, 2**30, enc.pad_id)
+        t0 = time.perf_counter()
+        cached.cache.warm([batch])
+        cache_rows.append({"n": n, "prefix_s_per_example": (time.perf_counter() - t0) / len(batch),
+                           "bytes_per_example": cached.cache.stats.bytes / len(batch)})
+        engines = {"before": BeforeEngine(scorer), "eager": eager, "eager+cache": cached}
+        for name, scheme in (("et+cache", "none"), ("et-int8+cache", "int8")):
+            if scheme in args.schemes.split(","):
+                et = ExecuTorchEngine(scorer, programs, batch_rows=args.batch, max_length=64,
+                                      quantize=scheme, log=lambda m: print("  " + m, flush=True))
+                engine = with_prefix_cache(et, 2**30, enc.pad_id)
+                engine.cache = cached.cache  # the same hidden states (computed by eager)
+                engines[name] = engine
+        if n in args.et_full:
+            engines["et"] = ExecuTorchEngine(scorer, programs, batch_rows=args.batch,
+                                             max_length=64, log=lambda m: print("  " + m))
+        theta = torch.zeros(scorer.dim)
+        for q in (int(x) for x in args.qs.split(",")):
+            seeds = [derive_seed(0, "bench", i) for i in range(q)]
+            medians, grads = _time(engines, batch, theta, seeds, args.reps)
+            ref = grads["before"]
+            row = {"layers": f"last-{n}", "dim": scorer.dim, "q": q,
+                   "seconds": {k: round(v, 4) for k, v in medians.items()},
+                   "speedup_vs_before": {k: round(medians["before"] / v, 2)
+                                         for k, v in medians.items()},
+                   "max_rel_grad_diff": {k: round(float((g - ref).abs().max() /
+                                                        ref.abs().max()), 5)
+                                         for k, g in grads.items()}}
+            rows.append(row)
+            print(f"last-{n} (D {scorer.dim:,}) q {q}: " + "  ".join(
+                f"{k} {v:.3f} s ({row['speedup_vs_before'][k]:.2f}x)" for k, v in medians.items()),
+                flush=True)
+    goal = next((r for r in rows if r["layers"] == "last-4" and r["q"] == 4), None)
+    speedup = None
+    if goal:
+        best = min((v, k) for k, v in goal["seconds"].items() if k.endswith("+cache"))
+        speedup = {"ratio": round(goal["seconds"]["before"] / best[0], 2), "variant": best[1]}
+    return {"bench": "step_time_suffix", "model": args.model, "batch": args.batch,
+            "tokens": int(batch.input_ids.shape[1]), "rank": args.rank, "targets": args.targets,
+            "cache": cache_rows, "rows": rows, "suffix_speedup": speedup}

@@ -1,0 +1,166 @@
+"""Frozen-prefix cache: hidden states of the frozen layers, computed once per example.
+
+When the adapters sit in the last decoder layers, the layers before `LabelScorer.cache_layer` see
+no adapter, so their output for an example never changes during training. A device computes it
+the first time it meets the example (lazily) or for a whole set up front (`warm`), keeps it, and
+every P-RGE step then runs only the suffix on the 2q copies:
+
+    step cost without the cache:  prefix(N rows) + suffix(2q * N rows)
+    step cost with the cache:     suffix(2q * N rows)
+
+Entries are keyed by the example's real token ids (the prompt as the model sees it), so any batch,
+in any order or padding, finds its rows; only real positions are stored, (tokens, hidden) each.
+Right padding plus causal attention make a real token's hidden state independent of the padding
+around it, so a row rebuilt from the cache equals the full forward's (tests/prge/test_prefix_cache).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+from prge.tasks import Batch
+
+
+class CacheBudgetError(ValueError):
+    """The cache cannot hold even the batch at hand within its budget."""
+
+
+@dataclass
+class CacheStats:
+    entries: int = 0
+    bytes: int = 0  # bytes of hidden states held now
+    hits: int = 0  # rows served from the cache
+    misses: int = 0  # rows whose prefix had to be computed
+    evictions: int = 0
+    compute_s: float = 0.0  # seconds spent computing prefixes
+
+    def as_dict(self) -> dict:
+        return {"entries": self.entries, "bytes": self.bytes, "hits": self.hits,
+                "misses": self.misses, "evictions": self.evictions,
+                "compute_s": round(self.compute_s, 3)}
+
+
+def _row_key(ids: torch.Tensor, last: int) -> bytes:
+    return ids[: last + 1].to(torch.int32).numpy().tobytes()
+
+
+class PrefixCache:
+    """Per-example prefix hidden states within a byte budget; least recently used go first.
+
+    compute: input_ids (N, T) -> hidden states (N, T, hidden) entering the cached layer.
+    """
+
+    def __init__(self, compute: Callable[[torch.Tensor], torch.Tensor], *, budget_bytes: int,
+                 pad_id: int = 0):
+        if budget_bytes <= 0:
+            raise CacheBudgetError(f"prefix cache budget must be > 0 bytes, got {budget_bytes}")
+        self.compute = compute
+        self.budget = int(budget_bytes)
+        self.pad_id = pad_id
+        self.stats = CacheStats()
+        self._rows: OrderedDict[bytes, torch.Tensor] = OrderedDict()  # key -> (tokens, hidden)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def _fill(self, missing: dict[bytes, torch.Tensor]) -> None:
+        """Compute the prefix of the missing rows (real token ids each) in one right-padded
+        batch and store their real positions."""
+        seqs = list(missing.values())
+        T = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), T), self.pad_id, dtype=torch.long)
+        for n, s in enumerate(seqs):
+            ids[n, : len(s)] = s
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            h = self.compute(ids)  # (M, T, hidden)
+        self.stats.compute_s += time.perf_counter() - t0
+        for n, (key, s) in enumerate(zip(missing, seqs, strict=True)):
+            row = h[n, : len(s)].clone()  # only real positions; a fresh tensor, not a view
+            self._rows[key] = row
+            self.stats.bytes += row.numel() * row.element_size()
+        self.stats.misses += len(seqs)
+        self.stats.entries = len(self._rows)
+
+    def _evict(self, keep: set[bytes]) -> None:
+        while self.stats.bytes > self.budget:
+            victim = next((k for k in self._rows if k not in keep), None)
+            if victim is None:
+                raise CacheBudgetError(
+                    f"prefix cache budget of {self.budget / 2**20:.1f} MiB cannot hold one batch "
+                    f"({self.stats.bytes / 2**20:.1f} MiB): raise prefix-cache-mib")
+            row = self._rows.pop(victim)
+            self.stats.bytes -= row.numel() * row.element_size()
+            self.stats.evictions += 1
+        self.stats.entries = len(self._rows)
+
+    def hidden(self, batch: Batch) -> torch.Tensor:
+        """The batch's prefix hidden states (N, T, hidden), zeros at padded positions (which no
+        real token attends to)."""
+        keys = [_row_key(ids, int(last)) for ids, last in zip(batch.input_ids, batch.last_index,
+                                                              strict=True)]
+        missing = {}
+        for key, ids, last in zip(keys, batch.input_ids, batch.last_index, strict=True):
+            if key in self._rows:
+                self._rows.move_to_end(key)
+            elif key not in missing:
+                missing[key] = ids[: int(last) + 1]
+        self.stats.hits += len(keys) - sum(1 for k in keys if k in missing)
+        if missing:
+            self._fill(missing)
+            self._evict(keep=set(keys))
+        N, T = batch.input_ids.shape
+        first = self._rows[keys[0]]
+        h = torch.zeros(N, T, first.shape[-1], dtype=first.dtype)
+        for n, key in enumerate(keys):
+            row = self._rows[key]
+            h[n, : row.shape[0]] = row
+        return h
+
+    def warm(self, batches: Iterable[Batch]) -> None:
+        """Compute the prefixes of every row of these batches now (up front, not lazily)."""
+        for batch in batches:
+            self.hidden(batch)
+
+
+def cache_summary(engine) -> dict:
+    """What a run's summary says about the frozen-prefix cache of this process ({} if none)."""
+    if not isinstance(engine, PrefixCachedEngine):
+        return {}
+    st = engine.cache.stats
+    return {"prefix_cache": {**st.as_dict(),
+                             "bytes_per_example": round(st.bytes / max(1, st.entries), 1)}}
+
+
+class PrefixCachedEngine:
+    """An engine whose forward is `suffix(cache.hidden(batch), ...)`: the frozen prefix runs once
+    per example, ever; only the suffix runs per step and per copy.
+
+    suffix: hidden (N, T, hidden), last_index (N,), thetas (C, D) -> logits (C, N, L)."""
+
+    def __init__(self, cache: PrefixCache, suffix: Callable[..., torch.Tensor], dim: int,
+                 inner=None):
+        self.cache = cache
+        self.suffix = suffix
+        self.dim = dim
+        self.inner = inner  # the engine whose two halves these are
+
+    def prepare(self, copies: list[int], token_buckets: list[int]) -> None:
+        """Lower the programs a run will need ahead of time (engines with programs only)."""
+        if hasattr(self.inner, "prepare_cached"):
+            self.inner.prepare_cached(copies, token_buckets)
+
+    def label_logits(self, batch: Batch, thetas: torch.Tensor) -> torch.Tensor:
+        h = self.cache.hidden(batch)
+        return self.suffix(h, batch.last_index, thetas)
+
+
+def with_prefix_cache(engine, budget_bytes: int, pad_id: int = 0) -> PrefixCachedEngine:
+    """Wrap an engine that exposes `prefix_hidden` and `suffix_logits` (eager, ExecuTorch)."""
+    cache = PrefixCache(engine.prefix_hidden, budget_bytes=budget_bytes, pad_id=pad_id)
+    return PrefixCachedEngine(cache, engine.suffix_logits, engine.dim, inner=engine)

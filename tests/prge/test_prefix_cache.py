@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from prge.engines.eager import EagerEngine
+from prge.estimator import projected_grads
+from prge.prefix_cache import CacheBudgetError, with_prefix_cache
+from prge.tasks import Example
+from tests.conftest import make_scorer, random_thetas, sample_examples
+
+MORE = ["not good at all", "a small miracle of a film", "two hours i will never get back",
+        "warm"]
+
+
+def _examples():
+    return sample_examples() + [Example(t, i % 2) for i, t in enumerate(MORE)]
+
+
+def test_pruned_last_layer_equals_the_full_layer_at_the_last_token(tiny, encoder):
+    scorer = make_scorer(tiny, encoder, layers="last-1")
+    batch = encoder.encode(_examples())
+    thetas = random_thetas(scorer.dim, copies=3)
+    C, N = 3, len(batch)
+    h = scorer.prefix(batch.input_ids).repeat(C, 1, 1)
+    last = batch.last_index.repeat(C)
+    scorer.layout.set_copies(thetas)
+    try:
+        layer = scorer.layers[-1]
+        full = scorer._decoder_layer(layer, h)[torch.arange(C * N), last]  # every position
+        pruned = scorer._last_layer(layer, h, last)  # the last token only
+    finally:
+        scorer.layout.set_copies(None)
+    assert pruned.shape == full.shape == (C * N, h.shape[-1])
+    assert torch.allclose(pruned, full, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("targets,layers", [(("q", "k", "v", "o", "gate", "up", "down"), "last-1"),
+                                            (("v", "down"), "all"), (("head",), "all")])
+def test_suffix_from_the_cache_equals_the_full_forward(tiny, encoder, targets, layers):
+    scorer = make_scorer(tiny, encoder, targets=targets, layers=layers)
+    eager = EagerEngine(scorer)
+    cached = with_prefix_cache(eager, budget_bytes=2**30)
+    examples = _examples()
+    thetas = random_thetas(scorer.dim, copies=4)
+    # fill the cache from batches of another composition (other padding) than the ones scored
+    cached.cache.warm([encoder.encode(examples[:3]), encoder.encode(examples[3:])])
+    misses = cached.cache.stats.misses
+    for part in (examples, examples[::-1], examples[2:5]):
+        batch = encoder.encode(part)
+        expected = eager.label_logits(batch, thetas)
+        got = cached.label_logits(batch, thetas)
+        assert torch.allclose(got, expected, atol=1e-10, rtol=0)
+    assert cached.cache.stats.misses == misses == len(examples)  # nothing recomputed
+    assert cached.cache.stats.hits == len(examples) * 2 + 3
+
+
+def test_cached_p_rge_scalars_equal_the_uncached_ones(tiny, encoder):
+    scorer = make_scorer(tiny, encoder, layers="last-1")
+    eager = EagerEngine(scorer)
+    cached = with_prefix_cache(eager, budget_bytes=2**30)
+    batch = encoder.encode(_examples())
+    theta = torch.zeros(scorer.dim, dtype=torch.float64)
+    seeds = [11, 12, 13]
+    want, _ = projected_grads(eager, batch, theta, seeds, 1e-3)
+    got, _ = projected_grads(cached, batch, theta, seeds, 1e-3)
+    assert torch.allclose(got, want, rtol=1e-8, atol=1e-10)
+    assert got.abs().max() > 0
+
+
+def test_the_cache_stays_within_its_budget_and_says_when_a_batch_cannot_fit(tiny, encoder):
+    scorer = make_scorer(tiny, encoder, layers="last-1")
+    eager = EagerEngine(scorer)
+    examples = _examples()
+    probe = with_prefix_cache(eager, budget_bytes=2**30)
+    probe.cache.warm([encoder.encode(examples)])
+    per_batch = probe.cache.stats.bytes  # bytes of all 8 examples
+    small = with_prefix_cache(eager, budget_bytes=per_batch // 2 + 1)
+    small.cache.warm([encoder.encode(examples[:2]), encoder.encode(examples[2:4]),
+                      encoder.encode(examples[4:6])])
+    assert small.cache.stats.bytes <= small.cache.budget
+    assert small.cache.stats.evictions > 0
+    thetas = random_thetas(scorer.dim, copies=2)
+    batch = encoder.encode(examples[:2])  # evicted earlier: recomputed, same logits
+    assert torch.allclose(small.label_logits(batch, thetas), eager.label_logits(batch, thetas),
+                          atol=1e-10, rtol=0)
+    with pytest.raises(CacheBudgetError, match="cannot hold one batch"):
+        small.label_logits(encoder.encode(examples), thetas)
