@@ -97,9 +97,8 @@ def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = T
 def _lower_programs(cfg: Config) -> None:
     """Pay ExecuTorch lowering once, here, before the Ray actors start: they then load the cached
     programs (2q copies for local steps, 1 for evaluation) instead of lowering them in parallel."""
-    from simulation.build import build
-
     from prge.prefix_cache import PrefixCachedEngine
+    from simulation.build import build
 
     setup = build(cfg)
     # first-order clients backpropagate through the eager model: only evaluation needs a program

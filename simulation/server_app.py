@@ -23,8 +23,8 @@ from clients.faults import adversaries, draw_faults
 from clients.protocol import TrainIns, encode_log, encode_tensor, encode_train_ins
 from prge.estimator import scheduled_lr
 from prge.evaluate import evaluate
-from prge.prefix_cache import cache_summary
 from prge.perturb import derive_seed
+from prge.prefix_cache import cache_summary
 from prge.update_log import LogEntry, replay, theta_hash
 from simulation.build import build
 from simulation.checkpoint import Checkpoint, keep_lines, load_checkpoint, save_checkpoint
