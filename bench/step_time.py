@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--suffix", action="store_true",
                     help="suffix adapters (bench/suffix_step.py): last-N layers, cache vs none")
     ap.add_argument("--ns", default="1,2,4", help="--suffix: N of layers=last-N")
+    ap.add_argument("--eps", type=float, default=1e-2, help="--suffix: perturbation scale")
     ap.add_argument("--schemes", default="none,int8", help="--suffix: ExecuTorch base weights")
     ap.add_argument("--et-full", default="4", type=lambda s: [int(x) for x in s.split(",") if x],
                     help="--suffix: N for which the whole forward is also timed as one program")

@@ -76,6 +76,12 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
             return None
         return Path(device_dir) / f"{int(context.node_config['partition-id'])}.json"
 
+    def prefix_store(context: Context) -> Path | None:
+        """Where the device keeps its examples' frozen-prefix hidden states (see worker.data)."""
+        if device_dir is None:
+            return None
+        return Path(device_dir) / f"{int(context.node_config['partition-id'])}.prefix.npz"
+
     def run_cfg(context: Context) -> Config:
         return cfg or config_from_mapping(dict(context.run_config))
 
@@ -97,7 +103,8 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
         ins = decode_train_ins(msg.content["ins"], c.q)
         log = _extend_log(context, ins.log_start, ins.log_tail, c.q, device(context))
         pid = int(context.node_config["partition-id"])
-        result = worker_for(c).train(pid, log, ins.server_round, ins.seeds, ins.eps, ins.lr)
+        result = worker_for(c).train(pid, log, ins.server_round, ins.seeds, ins.eps, ins.lr,
+                                     prefix_store(context))
         res = TrainRes(ins.server_round, result.grads, result.num_examples, result.train_loss,
                        result.theta_hash)
         return Message(RecordDict({"res": ConfigRecord(encode_train_res(res))}), reply_to=msg)
@@ -123,7 +130,8 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
         else:
             theta = decode_tensor(msg.content["ins"]["theta"], worker.setup.scorer.dim)
         pid = int(context.node_config["partition-id"])
-        out = worker.personalize(pid, theta, int(msg.content["ins"]["personal-steps"]))
+        out = worker.personalize(pid, theta, int(msg.content["ins"]["personal-steps"]),
+                                 prefix_store(context))
         personal = out.pop("personal-log")
         # The personal adapter stays on the device, stored as its (seed, scalar) log.
         context.state[PERSONAL_KEY] = ConfigRecord({"seeds": [int(r[0]) for r in personal],

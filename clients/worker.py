@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from prge.estimator import prge_step
 from prge.evaluate import evaluate
 from prge.first_order import fo_step
 from prge.perturb import derive_seed
+from prge.prefix_cache import warm_examples
 from prge.update_log import LogEntry, ThetaCache, theta_hash
 from simulation.build import Setup, build
 from simulation.config import Config
@@ -50,11 +52,18 @@ class ClientWorker:
         return partition_indices(self.setup.task.train, self.cfg.num_clients, self.cfg.partition,
                                  self.cfg.alpha, self.cfg.seed)
 
-    def data(self, partition_id: int) -> ClientData:
+    def data(self, partition_id: int, store: Path | None = None) -> ClientData:
+        """The client's data; on first use its frozen prefixes are cached (read from `store`,
+        the device's storage, when an earlier visit wrote them there)."""
         if partition_id not in self._data:
-            self._data[partition_id] = client_data(
-                self.setup.task.train, self.shares[partition_id], partition_id,
-                self.cfg.client_test_fraction, self.cfg.seed)
+            data = client_data(self.setup.task.train, self.shares[partition_id], partition_id,
+                               self.cfg.client_test_fraction, self.cfg.seed)
+            if self.cfg.prefix_cache_fill == "upfront":
+                # the device computes its examples' frozen prefix once, when it first trains
+                test = data.test[: self.cfg.client_eval_size or None]
+                warm_examples(self.setup.engine, self.setup.encoder, list(data.train) + list(test),
+                              store=store)
+            self._data[partition_id] = data
         return self._data[partition_id]
 
     def _batch(self, data: ClientData, *path):
@@ -95,10 +104,10 @@ class ClientWorker:
         return values
 
     def train(self, partition_id: int, log: list[LogEntry], server_round: int, seeds: list[int],
-              eps: float, lr: float) -> LocalResult:
+              eps: float, lr: float, store: Path | None = None) -> LocalResult:
         theta = self.cache.rebuild(log)  # theta_t, a fresh copy
         rebuilt = theta_hash(theta)
-        data = self.data(partition_id)
+        data = self.data(partition_id, store)
         grads, losses = self.local_steps(theta, data, seeds, eps, lr, server_round, partition_id)
         sent = self.behave(np.asarray(grads, dtype=np.float64), server_round, partition_id)
         return LocalResult(sent.tolist(), len(data.train), float(np.mean(losses)), rebuilt)
@@ -119,14 +128,15 @@ class ClientWorker:
         delta = self.behave((local - theta).double().numpy(), server_round, partition_id)
         return torch.from_numpy(delta).to(theta.dtype), len(data.train), float(np.mean(losses))
 
-    def personalize(self, partition_id: int, theta: torch.Tensor, steps: int) -> dict:
+    def personalize(self, partition_id: int, theta: torch.Tensor, steps: int,
+                    store: Path | None = None) -> dict:
         """Global vs personalized accuracy on the client's own test data.
 
         With P-RGE the personal adapter is theta_T plus a local log of (seed, scalar) steps on the
         client's own data with its own seeds; it is returned as that log, never as a tensor. With
         method=fo the personal steps are first-order (and there is no log to keep).
         """
-        data = self.data(partition_id)
+        data = self.data(partition_id, store)
         test = data.test[: self.cfg.client_eval_size or None]
         seeds = [derive_seed(self.cfg.seed, "personal", partition_id, i)
                  for i in range(steps * self.cfg.q)]

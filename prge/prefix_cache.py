@@ -16,11 +16,14 @@ around it, so a row rebuilt from the cache equals the full forward's (tests/prge
 
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from prge.tasks import Batch
@@ -37,11 +40,12 @@ class CacheStats:
     hits: int = 0  # rows served from the cache
     misses: int = 0  # rows whose prefix had to be computed
     evictions: int = 0
+    loaded: int = 0  # rows read back from a device's storage instead of computed
     compute_s: float = 0.0  # seconds spent computing prefixes
 
     def as_dict(self) -> dict:
         return {"entries": self.entries, "bytes": self.bytes, "hits": self.hits,
-                "misses": self.misses, "evictions": self.evictions,
+                "misses": self.misses, "evictions": self.evictions, "loaded": self.loaded,
                 "compute_s": round(self.compute_s, 3)}
 
 
@@ -102,8 +106,7 @@ class PrefixCache:
     def hidden(self, batch: Batch) -> torch.Tensor:
         """The batch's prefix hidden states (N, T, hidden), zeros at padded positions (which no
         real token attends to)."""
-        keys = [_row_key(ids, int(last)) for ids, last in zip(batch.input_ids, batch.last_index,
-                                                              strict=True)]
+        keys = self.keys(batch)
         missing = {}
         for key, ids, last in zip(keys, batch.input_ids, batch.last_index, strict=True):
             if key in self._rows:
@@ -122,10 +125,57 @@ class PrefixCache:
             h[n, : row.shape[0]] = row
         return h
 
+    def keys(self, batch: Batch) -> list[bytes]:
+        return [_row_key(ids, int(last)) for ids, last in zip(batch.input_ids, batch.last_index,
+                                                              strict=True)]
+
+    def save(self, path: Path, keys: Iterable[bytes]) -> None:
+        """Write these entries to `path` (.npz: one array per entry, no pickle), atomically.
+        A simulated device keeps its own examples' hidden states there, as a phone would in
+        its storage, whichever simulator process serves it next."""
+        arrays = {key.hex(): self._rows[key].numpy() for key in keys if key in self._rows}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+
+    def load(self, path: Path) -> int:
+        """Add the entries stored at `path`; returns how many (no prefix is computed)."""
+        with np.load(path, allow_pickle=False) as stored:
+            for name in stored.files:
+                key = bytes.fromhex(name)
+                if key not in self._rows:
+                    row = torch.from_numpy(stored[name])
+                    self._rows[key] = row
+                    self.stats.bytes += row.numel() * row.element_size()
+                    self.stats.loaded += 1
+            n = len(stored.files)
+        self._evict(keep=set())
+        return n
+
     def warm(self, batches: Iterable[Batch]) -> None:
         """Compute the prefixes of every row of these batches now (up front, not lazily)."""
         for batch in batches:
             self.hidden(batch)
+
+
+def warm_examples(engine, encoder, examples, batch_size: int = 32,
+                  store: Path | None = None) -> float:
+    """Fill an engine's prefix cache with these examples up front, in batches of similar length
+    (little padding); seconds spent. With `store` (a device's storage), read them from there if
+    it exists, else compute them and write them there. A no-op (0.0) without a cache."""
+    if not isinstance(engine, PrefixCachedEngine) or not examples:
+        return 0.0
+    t0 = time.perf_counter()
+    if store is not None and store.is_file():
+        engine.cache.load(store)
+        return time.perf_counter() - t0
+    ordered = sorted(examples, key=lambda ex: len(ex.text))
+    batches = [encoder.encode(ordered[i:i + batch_size]) for i in range(0, len(ordered), batch_size)]
+    engine.cache.warm(batches)
+    if store is not None:
+        engine.cache.save(store, [k for b in batches for k in engine.cache.keys(b)])
+    return time.perf_counter() - t0
 
 
 def cache_summary(engine) -> dict:

@@ -49,6 +49,7 @@ class Config:
     # frozen-prefix cache: layers before the first adapted one run once per example, ever
     prefix_cache: str = "auto"  # auto (on when the first layer is frozen) | off
     prefix_cache_mib: float = 2048.0  # hidden states kept per process; least recently used go first
+    prefix_cache_fill: str = "upfront"  # upfront (a device's examples, by length) | lazy (per batch)
     mode: str = "parallel"  # parallel (one batched forward) | sequential (MeZO-style, 2q forwards)
     q: int = 2  # queries (directions) per step
     eps: float = 1e-2  # perturbation scale
@@ -104,6 +105,8 @@ class Config:
             ("train-size", self.train_size >= 0, "must be >= 0"),
             ("prefix-cache", self.prefix_cache in ("auto", "off"), "must be auto or off"),
             ("prefix-cache-mib", self.prefix_cache_mib > 0, "must be > 0"),
+            ("prefix-cache-fill", self.prefix_cache_fill in ("upfront", "lazy"),
+             "must be upfront or lazy"),
             ("max-length", self.max_length >= 4, "must be >= 4"),
             ("threads", self.threads >= 0, "must be >= 0"),
             ("program-cache-gib", self.program_cache_gib > 0, "must be > 0"),

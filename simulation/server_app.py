@@ -24,7 +24,7 @@ from clients.protocol import TrainIns, encode_log, encode_tensor, encode_train_i
 from prge.estimator import scheduled_lr
 from prge.evaluate import evaluate
 from prge.perturb import derive_seed
-from prge.prefix_cache import cache_summary
+from prge.prefix_cache import cache_summary, warm_examples
 from prge.update_log import LogEntry, replay, theta_hash
 from simulation.build import build
 from simulation.checkpoint import Checkpoint, keep_lines, load_checkpoint, save_checkpoint
@@ -78,6 +78,7 @@ class FederatedServer:
         self.node_of: dict[int, int] = {}  # partition id -> Flower node id
         self.pid_of: dict[int, int] = {}  # Flower node id -> partition id
         self.totals = Counter()
+        self._eval_warm = False
         self.checkpoint = load_checkpoint(run_dir) if resume else None
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
@@ -272,6 +273,9 @@ class FederatedServer:
     # -- evaluation ---------------------------------------------------------------------------
     def central_eval(self) -> dict:
         test = self.setup.task.test[: self.cfg.eval_size or None]
+        if self.cfg.prefix_cache_fill == "upfront" and not self._eval_warm:
+            warm_examples(self.setup.engine, self.setup.encoder, test)  # once per process
+            self._eval_warm = True
         r = evaluate(self.setup.engine, self.setup.encoder, test, self.theta)
         return {"test_acc": r.acc, "test_acc_cal": r.acc_calibrated, "test_loss": r.loss}
 

@@ -84,3 +84,20 @@ def test_the_cache_stays_within_its_budget_and_says_when_a_batch_cannot_fit(tiny
                           atol=1e-10, rtol=0)
     with pytest.raises(CacheBudgetError, match="cannot hold one batch"):
         small.label_logits(encoder.encode(examples), thetas)
+
+
+def test_a_device_store_is_written_once_and_read_back_without_computing(tiny, encoder, tmp_path):
+    from prge.prefix_cache import warm_examples
+
+    scorer = make_scorer(tiny, encoder, layers="last-1")
+    examples, store = _examples(), tmp_path / "3.prefix.npz"
+    first = with_prefix_cache(EagerEngine(scorer), budget_bytes=2**30)
+    warm_examples(first, encoder, examples, batch_size=3, store=store)
+    assert store.is_file() and first.cache.stats.misses == len(examples)
+    other = with_prefix_cache(EagerEngine(scorer), budget_bytes=2**30)  # another process
+    warm_examples(other, encoder, examples, store=store)
+    assert other.cache.stats.misses == 0 and other.cache.stats.loaded == len(examples)
+    assert other.cache.stats.bytes == first.cache.stats.bytes
+    batch, thetas = encoder.encode(examples), random_thetas(scorer.dim, copies=2)
+    assert torch.equal(other.label_logits(batch, thetas), first.label_logits(batch, thetas))
+    assert other.cache.stats.misses == 0

@@ -82,3 +82,25 @@ def test_train_through_the_executorch_engine(tmp_path):
         if "test_acc" in m_eager:
             assert m_et["test_acc"] == m_eager["test_acc"]
             assert abs(m_et["test_loss"] - m_eager["test_loss"]) < 1e-4
+
+
+def test_train_from_the_prefix_cache_equals_train_without_it(tmp_path):
+    """layers=last-1: the frozen layer's output is computed once per example and cached; the
+    steps only run the suffix. Same scalars and accuracies as without the cache."""
+    args = [*TINY, "--set", "layers=last-1", "--set", "train-size=40"]
+    cached, plain = tmp_path / "cached", tmp_path / "plain"
+    assert fedprge("train", *args, "--out", str(cached), "--quiet").returncode == 0
+    proc = fedprge("train", *args, "--set", "prefix-cache=off", "--out", str(plain), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = read_jsonl(cached / "update_log.jsonl"), read_jsonl(plain / "update_log.jsonl")
+    assert [e["seed"] for e in a] == [e["seed"] for e in b]
+    for x, y in zip(a, b, strict=True):
+        assert abs(x["grad"] - y["grad"]) <= 1e-3 * max(1.0, abs(y["grad"]))
+    for m, n in zip(read_jsonl(cached / "metrics.jsonl"), read_jsonl(plain / "metrics.jsonl"),
+                    strict=True):
+        assert m.get("test_acc") == n.get("test_acc")
+    summary = json.loads((cached / "summary.json").read_text())
+    cache = summary["prefix_cache"]
+    assert cache["entries"] == 40 + 64 == cache["misses"]  # train + eval, each computed once
+    assert cache["hits"] >= 6 * 8 and cache["bytes_per_example"] > 0
+    assert "prefix_cache" not in json.loads((plain / "summary.json").read_text())

@@ -203,3 +203,26 @@ def test_a_failing_strategy_loses_its_round_and_nothing_else(tmp_path):
     assert rounds[2]["theta_hash"] == rounds[1]["theta_hash"] == rounds[3]["theta_hash"]
     summary = json.loads((out / "summary.json").read_text())
     assert theta_hash(_replayed(out)) == summary["final_theta_hash"]
+
+
+def test_suffix_adapter_run_lowers_prefix_and_suffix_programs_once(tmp_path):
+    """layers=last-1 through ExecuTorch: the driver lowers the prefix program and one suffix
+    program per token bucket and copy count before the clients start; they only load them."""
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    proc = fedprge("run", *FED, "--set", "engine=executorch", "--set", f"cache={cache}",
+                   "--set", "layers=last-1", "--set", "max-length=32", "--set", "rounds=2",
+                   "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # prefix + {16, 32} tokens x {2q, 1} copies
+    assert len(list((cache / "programs").glob("*.pte"))) == 1 + 2 * 2
+    rounds = [m for m in read_jsonl(out / "metrics.jsonl") if m["round"] > 0]
+    assert all(m["replies"] == 2 and m["rejected"] == 0 for m in rounds)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["prefix_cache"]["entries"] == 32  # the server's evaluation set, cached once
+    assert summary["client_steps"] == 2 * 2 * K and summary["client_steps_per_min"] > 0
+    assert np.isfinite(_replayed(out).numpy()).all()
+    # each device that trained or was evaluated keeps its hidden states in its own storage
+    stores = sorted((out / "devices").glob("*.prefix.npz"))
+    assert len(stores) == 6  # personalization reaches every client
+    with np.load(stores[0], allow_pickle=False) as stored:
+        assert len(stored.files) > 0 and stored[stored.files[0]].shape[1] == 64  # tiny hidden
