@@ -124,6 +124,8 @@ def print_summary(run_dir: Path, s: dict) -> None:
         ("bytes up per client per round", f"{s['bytes_up_per_client_round']:,.0f}"),
         ("adapter dims / update-log entries", f"{s['adapter_dim']:,} / {s['log_len']:,}"),
         ("wall time", f"{s['wall_s'] / 60:.1f} min"),
+        ("client steps (per minute)",
+         f"{s['client_steps']:,} ({60 * s['client_steps'] / max(s['wall_s'], 1e-9):,.0f})"),
     ]
     width = max(len(k) for k, _ in rows)
     print(f"run directory: {run_dir}")

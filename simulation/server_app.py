@@ -351,10 +351,8 @@ class FederatedServer:
             "method": self.cfg.method, "strategy": self.cfg.strategy,
             "strategy_summary": self.strategy.summary(),
             "wall_s": time.perf_counter() - start,
-            # client-side P-RGE (or first-order) steps taken in training rounds, per minute
+            # local steps of the aggregated replies (throughput: client_steps / wall_s)
             "client_steps": self.totals["client_steps"],
-            "client_steps_per_min": self.totals["client_steps"] * 60 / max(
-                1e-9, time.perf_counter() - start),
             "dense_bytes": 4 * self.setup.scorer.dim,  # one float32 upload of the adapter
             **cache_summary(self.setup.engine),  # the server's cache (evaluation set)
         }

@@ -219,7 +219,7 @@ def test_suffix_adapter_run_lowers_prefix_and_suffix_programs_once(tmp_path):
     assert all(m["replies"] == 2 and m["rejected"] == 0 for m in rounds)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["prefix_cache"]["entries"] == 32  # the server's evaluation set, cached once
-    assert summary["client_steps"] == 2 * 2 * K and summary["client_steps_per_min"] > 0
+    assert summary["client_steps"] == 2 * 2 * K  # rounds x replies x local steps
     assert np.isfinite(_replayed(out).numpy()).all()
     # each device that trained or was evaluated keeps its hidden states in its own storage
     stores = sorted((out / "devices").glob("*.prefix.npz"))
