@@ -49,7 +49,9 @@ class Config:
     # frozen-prefix cache: layers before the first adapted one run once per example, ever
     prefix_cache: str = "auto"  # auto (on when the first layer is frozen) | off
     prefix_cache_mib: float = 2048.0  # hidden states kept per process; least recently used go first
-    prefix_cache_fill: str = "upfront"  # upfront (a device's examples, by length) | lazy (per batch)
+    # lazy: an example's prefix runs at its first use (never more work than no cache); upfront:
+    # a device computes all its examples when it first trains, sorted by length (less padding)
+    prefix_cache_fill: str = "lazy"  # lazy | upfront
     mode: str = "parallel"  # parallel (one batched forward) | sequential (MeZO-style, 2q forwards)
     q: int = 2  # queries (directions) per step
     eps: float = 1e-2  # perturbation scale

@@ -88,8 +88,11 @@ def test_train_from_the_prefix_cache_equals_train_without_it(tmp_path):
     """layers=last-1: the frozen layer's output is computed once per example and cached; the
     steps only run the suffix. Same scalars and accuracies as without the cache."""
     args = [*TINY, "--set", "layers=last-1", "--set", "train-size=40"]
-    cached, plain = tmp_path / "cached", tmp_path / "plain"
-    assert fedprge("train", *args, "--out", str(cached), "--quiet").returncode == 0
+    cached, plain, lazy = tmp_path / "cached", tmp_path / "plain", tmp_path / "lazy"
+    proc = fedprge("train", *args, "--set", "prefix-cache-fill=upfront", "--out", str(cached),
+                   "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert fedprge("train", *args, "--out", str(lazy), "--quiet").returncode == 0
     proc = fedprge("train", *args, "--set", "prefix-cache=off", "--out", str(plain), "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = read_jsonl(cached / "update_log.jsonl"), read_jsonl(plain / "update_log.jsonl")
@@ -104,3 +107,8 @@ def test_train_from_the_prefix_cache_equals_train_without_it(tmp_path):
     assert cache["entries"] == 40 + 64 == cache["misses"]  # train + eval, each computed once
     assert cache["hits"] >= 6 * 8 and cache["bytes_per_example"] > 0
     assert "prefix_cache" not in json.loads((plain / "summary.json").read_text())
+    # lazy (the default): only the examples the steps drew (6 x 8 of 40) and the evaluation set
+    lazy_cache = json.loads((lazy / "summary.json").read_text())["prefix_cache"]
+    assert 64 < lazy_cache["entries"] == lazy_cache["misses"] <= 40 + 64
+    assert [m.get("test_acc") for m in read_jsonl(lazy / "metrics.jsonl")] == \
+        [m.get("test_acc") for m in read_jsonl(cached / "metrics.jsonl")]

@@ -211,6 +211,7 @@ def test_suffix_adapter_run_lowers_prefix_and_suffix_programs_once(tmp_path):
     cache, out = tmp_path / "cache", tmp_path / "run"
     proc = fedprge("run", *FED, "--set", "engine=executorch", "--set", f"cache={cache}",
                    "--set", "layers=last-1", "--set", "max-length=32", "--set", "rounds=2",
+                   "--set", "prefix-cache-fill=upfront",
                    "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]
     # prefix + {16, 32} tokens x {2q, 1} copies
