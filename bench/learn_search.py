@@ -9,7 +9,7 @@ step time alone), evaluating calibrated accuracy on the test examples every `--e
 
 Each --grid item is one setting: comma-separated key=value among q, lr, eps, batch, schedule,
 seed; `method=fo` in an item runs first-order Adam on the same adapter instead (the reference).
-`--cache-file` keeps the filled cache on disk for the next invocation on the same layers.
+`--cache-file X.npz` keeps the filled cache on disk for the next invocation on the same layers.
 Prints a line per evaluation and ends with one JSON line of every curve.
 """
 
@@ -118,10 +118,11 @@ def main() -> None:
     order = sorted(train + test, key=lambda ex: len(ex.text))  # similar lengths: less padding
     path = Path(args.cache_file) if args.cache_file else None
     if path and path.is_file():
-        engine.cache._rows.update(torch.load(path))
-    engine.cache.warm(enc.encode(order[i:i + 32]) for i in range(0, len(order), 32))
+        engine.cache.load(path)  # an earlier call's hidden states (same layers and model)
+    batches = [enc.encode(order[i:i + 32]) for i in range(0, len(order), 32)]
+    engine.cache.warm(batches)
     if path and not path.is_file():
-        torch.save(dict(engine.cache._rows), path)
+        engine.cache.save(path, [k for b in batches for k in engine.cache.keys(b)])
     warm_s = time.perf_counter() - t0
     print(f"adapter {args.layers} {args.targets} r{args.rank}: D = {scorer.dim:,}; cache of "
           f"{len(order)} examples in {warm_s:.1f} s, {engine.cache.stats.bytes / 2**20:.1f} MiB",
