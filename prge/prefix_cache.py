@@ -188,29 +188,25 @@ def cache_summary(engine) -> dict:
 
 
 class PrefixCachedEngine:
-    """An engine whose forward is `suffix(cache.hidden(batch), ...)`: the frozen prefix runs once
-    per example, ever; only the suffix runs per step and per copy.
+    """An engine whose forward is `inner.suffix_logits(cache.hidden(batch), ...)`: the frozen
+    prefix runs once per example, ever; only the suffix runs per step and per copy. `inner` is
+    an engine with both halves (`prefix_hidden`, `suffix_logits`): eager or ExecuTorch."""
 
-    suffix: hidden (N, T, hidden), last_index (N,), thetas (C, D) -> logits (C, N, L)."""
-
-    def __init__(self, cache: PrefixCache, suffix: Callable[..., torch.Tensor], dim: int,
-                 inner=None):
+    def __init__(self, inner, cache: PrefixCache):
+        self.inner = inner
         self.cache = cache
-        self.suffix = suffix
-        self.dim = dim
-        self.inner = inner  # the engine whose two halves these are
+        self.dim = inner.dim
+
+    def label_logits(self, batch: Batch, thetas: torch.Tensor) -> torch.Tensor:
+        return self.inner.suffix_logits(self.cache.hidden(batch), batch.last_index, thetas)
 
     def prepare(self, copies: list[int], token_buckets: list[int]) -> None:
         """Lower the programs a run will need ahead of time (engines with programs only)."""
         if hasattr(self.inner, "prepare_cached"):
             self.inner.prepare_cached(copies, token_buckets)
 
-    def label_logits(self, batch: Batch, thetas: torch.Tensor) -> torch.Tensor:
-        h = self.cache.hidden(batch)
-        return self.suffix(h, batch.last_index, thetas)
-
 
 def with_prefix_cache(engine, budget_bytes: int, pad_id: int = 0) -> PrefixCachedEngine:
     """Wrap an engine that exposes `prefix_hidden` and `suffix_logits` (eager, ExecuTorch)."""
     cache = PrefixCache(engine.prefix_hidden, budget_bytes=budget_bytes, pad_id=pad_id)
-    return PrefixCachedEngine(cache, engine.suffix_logits, engine.dim, inner=engine)
+    return PrefixCachedEngine(engine, cache)
