@@ -67,6 +67,9 @@ def _add_analysis_parsers(sub) -> None:
     rp = sub.add_parser("report", help="a markdown table comparing runs")
     rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run or sweep directories")
     rp.add_argument("--out", metavar="FILE.md", help="also write the table here")
+    rp.add_argument("--per-seed", action="store_true",
+                    help="one row per run even where runs differ only in seed (default: one row "
+                         "per setting, accuracy as mean ± 95 %% CI over its seeds)")
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -119,7 +122,7 @@ def _plot(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from simulation.report import report
 
-    print(report(args.runs, out=args.out), end="")
+    print(report(args.runs, out=args.out, per_seed=args.per_seed), end="")
     return 0
 
 

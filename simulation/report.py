@@ -3,6 +3,9 @@
 Numbers come from summary.json; a run killed before writing it still gets a row, rebuilt from
 metrics.jsonl (the last evaluation, the bytes summed over the rounds it finished) and marked
 "(incomplete)", so a half-finished sweep can be read without waiting for it.
+
+Runs that differ only in `seed` are folded into one row per setting: accuracies as mean ± 95 %
+confidence interval (Student's t over the seeds), costs as means (`--per-seed` lists every run).
 """
 
 from __future__ import annotations
@@ -11,11 +14,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from simulation.rundata import Run, load_runs
+from simulation.rundata import Run, SeedGroup, has_seed_axis, load_runs, seed_groups
+from simulation.stats import mean_ci
 
 HEADER = ["run", "method", "strategy", "q", "K", "clients/round", "final acc (raw / cal)",
           "best cal acc (round)", "client personalized acc", "bytes up", "bytes down",
           "up / client / round", "wall time"]
+# Over seeds: accuracies as "mean ± half-width of the 95 % t interval", costs as means.
+SEED_HEADER = ["setting", "seeds", "method", "strategy", "q", "K", "clients/round",
+               "final acc (raw / cal), 95 % CI", "best cal acc", "client personalized acc",
+               "bytes up", "bytes down", "up / client / round", "wall time"]
 
 
 def pct(x: float | None) -> str:
@@ -65,34 +73,82 @@ def _totals(run: Run) -> dict[str, Any]:
             "wall_s": run.metrics[-1].get("elapsed_s") if run.metrics else None}
 
 
+def _best(run: Run) -> dict[str, Any] | None:
+    scored = [m for m in run.evals() if m.get("test_acc_cal") is not None]
+    return max(scored, key=lambda m: m["test_acc_cal"], default=None)  # first of ties: earliest
+
+
+def _setting(cfg: dict[str, Any], method: str) -> list[str]:
+    return [method if cfg else "-", _strategy(cfg), str(cfg.get("q", "-")),
+            str(cfg.get("local-steps", "-")), str(cfg.get("clients-per-round", "-"))]
+
+
 def row(run: Run) -> list[str]:
     s = run.summary if run.summary is not None else _totals(run)
-    cfg = run.config
-    scored = [m for m in run.evals() if m.get("test_acc_cal") is not None]
-    best = max(scored, key=lambda m: m["test_acc_cal"], default=None)  # first of ties: earliest
+    best = _best(run)
     best_text = "-" if best is None else \
         f"{pct(best['test_acc_cal'])} ({best.get('round', best.get('step', '?'))})"
     label = run.label + ("" if run.summary is not None else " (incomplete)")
-    return [label, run.method if cfg else "-", _strategy(cfg), str(cfg.get("q", "-")),
-            str(cfg.get("local-steps", "-")), str(cfg.get("clients-per-round", "-")),
+    return [label, *_setting(run.config, run.method),
             f"{pct(s.get('final_acc'))} / {pct(s.get('final_acc_cal'))}", best_text,
             pct(s.get("client_personal_acc")), size(s.get("bytes_up")), size(s.get("bytes_down")),
             size(s.get("bytes_up_per_client_round")), duration(s.get("wall_s"))]
+
+
+def pct_ci(values: list[float | None]) -> str:
+    """"65.0 ± 1.2 %": mean and 95 % half-width over the values known; "-" when none is."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return "-"
+    mean, half = mean_ci(known)
+    return pct(mean) if half is None else f"{100 * mean:.1f} ± {100 * half:.1f} %"
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return mean_ci(known)[0] if known else None
+
+
+def group_row(group: SeedGroup) -> list[str]:
+    """One setting over its seeds: accuracies as mean ± 95 % CI, costs as means."""
+    sums = [r.summary if r.summary is not None else _totals(r) for r in group.runs]
+    col = lambda key: [s.get(key) for s in sums]  # noqa: E731
+    best = [b["test_acc_cal"] if b else None for b in map(_best, group.runs)]
+    incomplete = sum(r.summary is None for r in group.runs)
+    label = group.label + (f" ({incomplete} incomplete)" if incomplete else "")
+    seeds = ",".join(str(r.config.get("seed", "?")) for r in group.runs)
+    return [label, f"{len(group.runs)} ({seeds})", *_setting(group.config, group.runs[0].method),
+            f"{pct_ci(col('final_acc'))} / {pct_ci(col('final_acc_cal'))}", pct_ci(best),
+            pct_ci(col("client_personal_acc")), size(_mean(col("bytes_up"))),
+            size(_mean(col("bytes_down"))), size(_mean(col("bytes_up_per_client_round"))),
+            duration(_mean(col("wall_s")))]
 
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")  # a pipe in a label would split the markdown cell
 
 
-def table(runs: list[Run]) -> str:
-    align = ["---"] * 3 + ["--:"] * (len(HEADER) - 3)  # text left, numbers right
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(_cell(c) for c in row(run)) + " |" for run in runs]
+def _markdown(header: list[str], rows: list[list[str]], text_columns: int) -> str:
+    align = ["---"] * text_columns + ["--:"] * (len(header) - text_columns)  # numbers right
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in cells) + " |" for cells in rows]
     return "\n".join(lines) + "\n"
 
 
-def report(paths: list[str | Path], out: str | Path | None = None) -> str:
-    text = table(load_runs(paths))
+def table(runs: list[Run]) -> str:
+    return _markdown(HEADER, [row(run) for run in runs], 3)
+
+
+def seed_table(groups: list[SeedGroup]) -> str:
+    return _markdown(SEED_HEADER, [group_row(g) for g in groups], 4)
+
+
+def report(paths: list[str | Path], out: str | Path | None = None, per_seed: bool = False) -> str:
+    """One row per run; when some runs differ only in `seed` (a sweep with a seed axis), one
+    row per setting with mean ± 95 % CI over its seeds instead, unless `per_seed`."""
+    runs = load_runs(paths)
+    groups = seed_groups(runs)
+    text = seed_table(groups) if has_seed_axis(groups) and not per_seed else table(runs)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text)

@@ -117,15 +117,15 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def labels(runs: list[Run]) -> list[str]:
-    """"method=fo q=16": the config keys whose values differ between the runs. A run with no
-    config, or runs that do not differ, fall back to the directory name; labels that would
-    still collide get the directory name appended."""
+def labels(runs: list[Run], ignore: frozenset[str] = frozenset()) -> list[str]:
+    """"method=fo q=16": the config keys whose values differ between the runs (less `ignore`).
+    A run with no config, or runs that do not differ, fall back to the directory name; labels
+    that would still collide get the directory name appended."""
     # a key missing from a config written by an older version had its default value then
     defaults = _defaults()
     flats = [_flatten({**defaults, **r.config}) if r.config else None for r in runs]
     known = [f for f in flats if f is not None]
-    keys = sorted({k for f in known for k in f} - _NOT_A_DIFFERENCE)
+    keys = sorted({k for f in known for k in f} - _NOT_A_DIFFERENCE - ignore)
     differing = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in known}) > 1]
     differing.sort(key=lambda k: (_LABEL_ORDER.index(k) if k in _LABEL_ORDER else len(_LABEL_ORDER), k))
     out = []
@@ -135,6 +135,40 @@ def labels(runs: list[Run]) -> list[str]:
     clashes = {label for label in out if out.count(label) > 1}
     return [f"{label} ({run.path.name})" if label in clashes and label != run.path.name else label
             for label, run in zip(out, runs, strict=True)]
+
+
+@dataclass
+class SeedGroup:
+    """Runs of one setting that differ only in `seed` (a single run is a group of one)."""
+
+    runs: list[Run]
+    label: str = ""
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.runs[0].config
+
+
+def seed_groups(runs: list[Run]) -> list[SeedGroup]:
+    """Runs grouped by their config without `seed`, in order of first appearance; labels name
+    what differs between the groups (the seed never does)."""
+    groups: dict[str, SeedGroup] = {}
+    for run in runs:
+        if run.config:
+            setting = {k: v for k, v in run.config.items() if k not in _NOT_A_DIFFERENCE | {"seed"}}
+            key = json.dumps(setting, sort_keys=True)
+        else:
+            key = f"path:{run.path}"  # no config: nothing says it repeats another run
+        groups.setdefault(key, SeedGroup([])).runs.append(run)
+    out = list(groups.values())
+    for group, label in zip(out, labels([g.runs[0] for g in out], frozenset({"seed"})), strict=True):
+        group.label = label
+    return out
+
+
+def has_seed_axis(groups: list[SeedGroup]) -> bool:
+    """Some setting was run with more than one seed (identical reruns are not a seed axis)."""
+    return any(len({json.dumps(r.config.get("seed")) for r in g.runs}) > 1 for g in groups)
 
 
 def default_out_dir(args: list[str | Path]) -> Path:

@@ -1,5 +1,6 @@
 """`fedprge plot` on hand-written run directories: real PNGs, legends labelled by what differs."""
 
+import pytest
 from matplotlib.figure import Figure
 
 from simulation.plot import plot
@@ -68,3 +69,32 @@ def test_plot_errors_are_one_line_exit_2(tmp_path):
         assert proc.returncode == 2, proc.stderr
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("fedprge:")]
         assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_seeds_of_one_setting_draw_one_mean_line_and_a_band(tmp_path, monkeypatch):
+    from matplotlib.collections import PolyCollection
+
+    from tests.simulation.test_report import seeded
+
+    seen = []
+    original = Figure.savefig
+
+    def spy(fig, path, **kwargs):
+        ax = fig.axes[0]
+        bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+        solid = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+        seen.append((len(bands), [t.get_text() for t in ax.get_legend().get_texts()],
+                     [list(line.get_ydata()) for line in solid]))
+        return original(fig, path, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    runs = [seeded(tmp_path / f"s{i}", i, 0.7, 0.75) for i in range(3)]
+    # another seed moves round 1's calibrated accuracy: 70, 70, 85 -> mean 75
+    text = (runs[2] / "metrics.jsonl").read_text().replace('"test_acc_cal": 0.7', '"test_acc_cal": 0.85')
+    (runs[2] / "metrics.jsonl").write_text(text)
+    run_b(tmp_path / "fo")
+    plot([*runs, tmp_path / "fo"], out=tmp_path / "figs")
+    bands, legend, solid = seen[1]  # accuracy vs round
+    assert bands == 2  # calibrated and raw of the 3-seed setting; the single fo run has none
+    assert legend == ["method=prge q=4 (3 seeds)", "method=fo q=16"]
+    assert solid[0] == pytest.approx([55.0, 75.0, 65.0]) and solid[1] == pytest.approx([55.0, 85.0])

@@ -130,3 +130,29 @@ def test_report_errors_are_one_line_exit_2(tmp_path):
         assert proc.returncode == 2, proc.stderr
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("fedprge:")]
         assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+
+
+def seeded(path, seed, cal, personal):
+    """run_a's setting with another seed and other accuracies."""
+    run = run_a(path)
+    write_json(run / "config.json", {**BASE, "seed": seed})
+    summary = json.loads((run / "summary.json").read_text())
+    write_json(run / "summary.json", {**summary, "final_acc_cal": cal, "client_personal_acc": personal})
+    return run
+
+
+def test_runs_differing_only_in_seed_fold_into_mean_and_interval(tmp_path):
+    runs = [seeded(tmp_path / f"s{i}", i, cal, 0.75) for i, cal in enumerate((0.65, 0.70, 0.75))]
+    other = run_b(tmp_path / "fo")
+    proc = fedprge("report", *map(str, runs), str(other))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("| setting | seeds |") and len(lines) == 4
+    # cal: mean 70.0, sd 5.0 -> 4.303 * 5 / sqrt(3) = 12.4; raw identical -> a zero interval;
+    # best cal per seed is 70.0 (round 1) in all three
+    assert lines[2] == ("| method=prge q=4 | 3 (0,1,2) | prge | mean | 4 | 2 | 2 "
+                        "| 62.5 ± 0.0 % / 70.0 ± 12.4 % | 70.0 ± 0.0 % | 75.0 ± 0.0 % | 400 B "
+                        "| 400 B | 100 B | 3.5 s |")
+    assert lines[3].startswith("| method=fo q=16 | 1 (0) | fo |") and "80.0 % / 85.0 %" in lines[3]
+    per_seed = fedprge("report", "--per-seed", *map(str, runs))
+    assert per_seed.stdout.startswith(HEADER) and len(per_seed.stdout.splitlines()) == 5
