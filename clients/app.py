@@ -90,12 +90,13 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
         node = ConfigRecord({"partition-id": int(context.node_config["partition-id"])})
         return Message(RecordDict({"node": node}), reply_to=msg)
 
-    def train_dense(msg: Message, c: Config, pid: int) -> Message:
+    def train_dense(msg: Message, c: Config, context: Context) -> Message:
         ins = msg.content["ins"]
         worker = worker_for(c)
         theta = decode_tensor(ins["theta"], worker.setup.scorer.dim)
+        pid = int(context.node_config["partition-id"])
         delta, n, loss = worker.train_dense(pid, theta, int(ins["server-round"]), float(ins["eps"]),
-                                            float(ins["lr"]))
+                                            float(ins["lr"]), prefix_store(context))
         res = DenseRes(int(ins["server-round"]), delta, n, loss, theta_hash(theta))
         return Message(RecordDict({"res": ConfigRecord(encode_dense_res(res))}), reply_to=msg)
 
@@ -114,7 +115,7 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
         c = run_cfg(context)
         try:
             if c.method != "prge":
-                return train_dense(msg, c, int(context.node_config["partition-id"]))
+                return train_dense(msg, c, context)
             return train_prge(msg, c, context)
         except SimulatedCrash as crash:  # an expected fault: an error reply, no traceback logged
             return Message(error=Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,

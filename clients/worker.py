@@ -24,7 +24,7 @@ from prge.estimator import prge_step
 from prge.evaluate import evaluate
 from prge.first_order import fo_step
 from prge.perturb import derive_seed
-from prge.prefix_cache import warm_examples
+from prge.prefix_cache import PrefixCachedEngine, warm_examples
 from prge.update_log import LogEntry, ThetaCache, theta_hash
 from simulation.build import Setup, build
 from simulation.config import Config
@@ -88,8 +88,13 @@ class ClientWorker:
     def fo_steps(self, theta: torch.Tensor, data: ClientData, steps: int, lr: float,
                  *path) -> list[float]:
         """`steps` first-order SGD steps (backprop into B) on the client's data, in place."""
-        return [fo_step(self.setup.scorer, self._batch(data, *path, k), theta, lr)
-                for k in range(steps)]
+        engine, losses = self.setup.engine, []
+        for k in range(steps):
+            batch = self._batch(data, *path, k)
+            # from the device's frozen-prefix cache when it has one: backprop through the suffix
+            hidden = engine.cache.hidden(batch) if isinstance(engine, PrefixCachedEngine) else None
+            losses.append(fo_step(self.setup.scorer, batch, theta, lr, hidden))
+        return losses
 
     def behave(self, values: np.ndarray, server_round: int, partition_id: int) -> np.ndarray:
         """The simulated device's faults around an honest result: a crash raises, a straggler
@@ -113,11 +118,11 @@ class ClientWorker:
         return LocalResult(sent.tolist(), len(data.train), float(np.mean(losses)), rebuilt)
 
     def train_dense(self, partition_id: int, theta: torch.Tensor, server_round: int, eps: float,
-                    lr: float) -> tuple[torch.Tensor, int, float]:
+                    lr: float, store: Path | None = None) -> tuple[torch.Tensor, int, float]:
         """The dense baselines: K local steps from the received theta, returning the change of
         theta itself (what FedAvg uploads). `zo-dense` takes P-RGE steps with the client's own
         seeds (FedZO-style); `fo` takes first-order SGD steps."""
-        data = self.data(partition_id)
+        data = self.data(partition_id, store)
         local = theta.clone()
         if self.cfg.method == "fo":
             losses = self.fo_steps(local, data, self.cfg.local_steps, lr, server_round, partition_id)

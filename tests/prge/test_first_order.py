@@ -38,3 +38,18 @@ def test_fo_steps_lower_the_loss(tiny, encoder):
     for _ in range(20):
         fo_step(scorer, batch, theta, lr=0.5)
     assert _loss(scorer, batch, theta) < start - 0.1
+
+
+def test_fo_step_from_cached_prefix_equals_the_full_backprop(tiny, encoder):
+    """A suffix adapter: backprop from the cached hidden states gives the same step."""
+    scorer = make_scorer(tiny, encoder, targets=("q", "v", "down"), rank=2, layers="last-1")
+    assert scorer.cache_layer > 0
+    batch = encoder.encode(sample_examples())
+    theta = random_thetas(scorer.dim, 1, scale=0.1)[0]
+    full, cached = theta.clone(), theta.clone()
+    loss_full = fo_step(scorer, batch, full, lr=0.5)
+    with torch.no_grad():
+        hidden = scorer.prefix(batch.input_ids)
+    loss_cached = fo_step(scorer, batch, cached, lr=0.5, hidden=hidden)
+    assert abs(loss_full - loss_cached) < 1e-10
+    assert torch.allclose(full, cached, atol=1e-10) and not torch.equal(full, theta)
