@@ -8,7 +8,8 @@ step time alone), evaluating calibrated accuracy on the test examples every `--e
     python bench/learn_search.py --layers last-1 --grid "q=16,lr=1e-2" --grid "q=4,lr=3e-2"
 
 Each --grid item is one setting: comma-separated key=value among q, lr, eps, batch, schedule,
-seed; `method=fo` in an item runs first-order Adam on the same adapter instead (the reference).
+seed; `method=fo` in an item runs first-order Adam on the same adapter instead (the reference),
+`method=fo-sgd` plain SGD as the federated `fo` baseline's clients do (to choose its `fo-lr`).
 `--cache-file X.npz` keeps the filled cache on disk for the next invocation on the same layers.
 Prints a line per evaluation and ends with one JSON line of every curve.
 """
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from prge.engines.eager import EagerEngine
 from prge.estimator import prge_step, scheduled_lr
 from prge.evaluate import evaluate
+from prge.first_order import fo_step
 from prge.models import load_model
 from prge.perturb import derive_seed
 from prge.prefix_cache import with_prefix_cache
@@ -80,6 +82,8 @@ def run_setting(engine, enc, train, test, dim, s, minutes, eval_every, log):
         t0 = time.perf_counter()
         if s["method"] == "fo":
             fo_adam_step(engine, batch, theta, adam, lr)
+        elif s["method"] == "fo-sgd":
+            fo_step(engine.inner.scorer, batch, theta, lr, engine.cache.hidden(batch))
         else:
             prge_step(engine, batch, theta, seeds, eps=s["eps"], lr=lr)
         elapsed += time.perf_counter() - t0

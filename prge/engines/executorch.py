@@ -6,8 +6,12 @@ untouched and the federated protocol stays exact. Programs are lowered with the 
 partitioner, cached on disk by everything that changes them (weights, adapter spec, shapes,
 library versions) and loaded once per process.
 
-Programs have static shapes: batches are padded to `batch_rows` rows and to `max_length` tokens,
-so a run needs one program per number of copies (2q for training, 1 for evaluation).
+Programs have static row counts (batches are padded to `batch_rows` rows). The full program is
+padded to `max_length` tokens, so a run needs one per number of copies (2q for training, 1 for
+evaluation). The suffix programs are static too, one per token bucket: they run every step, and a
+static shape is ~5-10 % faster there than a dynamic one. The prefix program runs once per example
+and is dynamic in the token count: it costs what the example's own length costs (a 16-token batch
+a quarter of a 64-token one), where a static one would pay for `max_length` every time.
 """
 
 from __future__ import annotations
@@ -79,8 +83,10 @@ def scorer_fingerprint(scorer: LabelScorer) -> str:
 
 
 # Bump when the exported forward changes (the key hashes weights, shapes and library versions,
-# not our code): 2 = last layer pruned to the last token; prefix and suffix programs.
-FORWARD_VERSION = 2
+# not our code): 2 = last layer pruned to the last token; prefix and suffix programs;
+# 3 = the prefix program is dynamic in tokens.
+FORWARD_VERSION = 3
+MIN_DYNAMIC_TOKENS = 2  # export specializes a dimension of size 0 or 1: pad shorter inputs to 2
 
 
 class _PrefixProgram(nn.Module):
@@ -109,7 +115,8 @@ class _SuffixProgram(nn.Module):
 class ExecuTorchEngine:
     """Three kinds of program, all lowered on demand and cached:
       * `full`: (ids, last, thetas) -> logits, tokens padded to `max_length`;
-      * `prefix`: ids -> hidden states at the cache layer (once per example, for the cache);
+      * `prefix`: ids -> hidden states at the cache layer (once per example, for the cache),
+        dynamic in the token count;
       * `suffix`: (hidden, last, thetas) -> logits, one program per token bucket, so a step pays
         for the batch's own padded length and not for `max_length`."""
 
@@ -209,7 +216,9 @@ class ExecuTorchEngine:
                 module = _PrefixProgram(module)
             elif kind == "suffix":
                 module = _SuffixProgram(module)
-            exported = torch.export.export(module, example, strict=False)
+            # the prefix's token axis is dynamic, up to the positions the scorer prepared
+            dynamic = ({1: torch.export.Dim.DYNAMIC},) if kind == "prefix" else None
+            exported = torch.export.export(module, example, dynamic_shapes=dynamic, strict=False)
             del module  # a quantized copy lives only as long as its export
             t_export = time.perf_counter() - t0
             # The IR validity check re-walks the whole graph; equivalence is tested instead.
@@ -253,7 +262,7 @@ class ExecuTorchEngine:
     # The two halves, for the frozen-prefix cache (prge/prefix_cache.py).
     def prefix_hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(N, T) -> hidden states entering `scorer.cache_layer`, (N, T, hidden), through the
-        prefix program (tokens padded to `max_length`: paid once per example)."""
+        prefix program (dynamic in T: a batch pays for its own length, once per example)."""
         method = self._method(1, "prefix")
         N, T = input_ids.shape
         if T > self.max_length:
@@ -261,7 +270,7 @@ class ExecuTorchEngine:
         outs = []
         for start in self._row_chunks(N):
             part = input_ids[start:start + self.batch_rows]
-            ids = torch.zeros(self.batch_rows, self.max_length, dtype=torch.long)
+            ids = torch.zeros(self.batch_rows, max(T, MIN_DYNAMIC_TOKENS), dtype=torch.long)
             ids[:len(part), :T] = part
             outs.append(method.execute([ids])[0][:len(part), :T])
         return torch.cat(outs)

@@ -149,6 +149,10 @@ def test_prefix_and_suffix_programs_match_eager_from_the_cache(tmp_path):
     assert cached.cache.stats.misses == len(short) + len(long)  # the prefix ran once per example
     kinds = sorted(label.split()[0] for label in lowered.program_s)
     assert kinds == ["prefix", "suffix", "suffix"]  # one suffix program per token bucket
+    # the one prefix program serves any length (dynamic tokens), a single token included
+    for ids in (short.input_ids[:, :1], short.input_ids[:, :3], long.input_ids):
+        want = scorer.prefix(ids)
+        assert (lowered.prefix_hidden(ids) - want).abs().max().item() <= 1e-4 * want.abs().max()
     # ... and P-RGE's scalars through the cached programs agree with eager's
     theta = 0.1 * torch.randn(eager.dim, generator=torch.Generator().manual_seed(8))
     seeds = [derive_seed(4, "et", i) for i in range(2)]
