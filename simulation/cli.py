@@ -47,6 +47,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _percent(text: str) -> float:
+    """"75" or "75%" -> 0.75 (argparse turns the ValueError into a one-line usage error)."""
+    try:
+        value = float(text.strip().rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage") from None
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage in (0, 100]")
+    return value / 100
+
+
 def _add_analysis_parsers(sub) -> None:
     sw = sub.add_parser("sweep", help="one `run` per point of a grid of config values (resumable)")
     sw.add_argument("--config", help="TOML file of kebab-case keys (the base of every point)")
@@ -70,6 +81,9 @@ def _add_analysis_parsers(sub) -> None:
     rp.add_argument("--per-seed", action="store_true",
                     help="one row per run even where runs differ only in seed (default: one row "
                          "per setting, accuracy as mean ± 95 %% CI over its seeds)")
+    rp.add_argument("--target", dest="targets", action="append", type=_percent, default=[],
+                    metavar="PCT", help="add a column: bytes and time until calibrated accuracy "
+                                        "first reached PCT %% (repeatable), e.g. --target 75")
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -122,7 +136,7 @@ def _plot(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from simulation.report import report
 
-    print(report(args.runs, out=args.out, per_seed=args.per_seed), end="")
+    print(report(args.runs, out=args.out, per_seed=args.per_seed, targets=args.targets), end="")
     return 0
 
 

@@ -11,9 +11,11 @@ confidence interval (Student's t over the seeds), costs as means (`--per-seed` l
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from simulation.cost_to_target import cell, header
 from simulation.rundata import Run, SeedGroup, has_seed_axis, load_runs, seed_groups
 from simulation.stats import mean_ci
 
@@ -135,20 +137,27 @@ def _markdown(header: list[str], rows: list[list[str]], text_columns: int) -> st
     return "\n".join(lines) + "\n"
 
 
-def table(runs: list[Run]) -> str:
-    return _markdown(HEADER, [row(run) for run in runs], 3)
+def table(runs: list[Run], targets: Sequence[float] = ()) -> str:
+    return _markdown(HEADER + [header(t) for t in targets],
+                     [row(run) + [cell([run], t) for t in targets] for run in runs], 3)
 
 
-def seed_table(groups: list[SeedGroup]) -> str:
-    return _markdown(SEED_HEADER, [group_row(g) for g in groups], 4)
+def seed_table(groups: list[SeedGroup], targets: Sequence[float] = ()) -> str:
+    return _markdown(SEED_HEADER + [header(t) for t in targets],
+                     [group_row(g) + [cell(g.runs, t) for t in targets] for g in groups], 4)
 
 
-def report(paths: list[str | Path], out: str | Path | None = None, per_seed: bool = False) -> str:
+def report(paths: list[str | Path], out: str | Path | None = None, per_seed: bool = False,
+           targets: Sequence[float] = ()) -> str:
     """One row per run; when some runs differ only in `seed` (a sweep with a seed axis), one
-    row per setting with mean ± 95 % CI over its seeds instead, unless `per_seed`."""
+    row per setting with mean ± 95 % CI over its seeds instead, unless `per_seed`. Each of
+    `targets` (calibrated accuracies, 0-1) adds a cost-to-target column."""
     runs = load_runs(paths)
     groups = seed_groups(runs)
-    text = seed_table(groups) if has_seed_axis(groups) and not per_seed else table(runs)
+    if has_seed_axis(groups) and not per_seed:
+        text = seed_table(groups, targets)
+    else:
+        text = table(runs, targets)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text)

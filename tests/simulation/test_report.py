@@ -156,3 +156,20 @@ def test_runs_differing_only_in_seed_fold_into_mean_and_interval(tmp_path):
     assert lines[3].startswith("| method=fo q=16 | 1 (0) | fo |") and "80.0 % / 85.0 %" in lines[3]
     per_seed = fedprge("report", "--per-seed", *map(str, runs))
     assert per_seed.stdout.startswith(HEADER) and len(per_seed.stdout.splitlines()) == 5
+
+
+def test_cost_to_target_columns(tmp_path):
+    """run_a: cal 70 % at round 1 (300 B spent, 1 s after round 0), never 80 %."""
+    a = run_a(tmp_path / "a")
+    proc = fedprge("report", str(a), "--target", "70", "--target", "80%")
+    assert proc.returncode == 0, proc.stderr
+    head, _, cells = proc.stdout.splitlines()
+    assert head.endswith("| to 70 % cal (bytes · time) | to 80 % cal (bytes · time) |")
+    assert cells.endswith("| 300 B · 1.0 s (r 1) | not reached |")
+    seeds = [seeded(tmp_path / f"s{i}", i, 0.7, 0.75) for i in range(2)]
+    text = (seeds[1] / "metrics.jsonl").read_text().replace('"test_acc_cal": 0.7', '"test_acc_cal": 0.6')
+    (seeds[1] / "metrics.jsonl").write_text(text)  # this seed never reaches 70 %
+    proc = fedprge("report", *map(str, seeds), "--target", "70")
+    assert proc.stdout.splitlines()[2].endswith("| 300 B · 1.0 s (1/2 seeds) |")
+    bad = fedprge("report", str(a), "--target", "170")
+    assert bad.returncode == 2 and "not a percentage" in bad.stderr
