@@ -20,6 +20,7 @@ import torch
 
 from clients.faults import CRASH_MESSAGE, SimulatedCrash, adversaries, corrupt, draw_faults
 from clients.partition import ClientData, client_data, partition_indices
+from prge.batching import group_by_length
 from prge.estimator import prge_step
 from prge.evaluate import evaluate
 from prge.first_order import fo_step
@@ -66,19 +67,24 @@ class ClientWorker:
             self._data[partition_id] = data
         return self._data[partition_id]
 
-    def _batch(self, data: ClientData, *path):
-        rng = np.random.default_rng(derive_seed(self.cfg.seed, "local-batch", *path))
+    def _batches(self, data: ClientData, steps: int, *path) -> list:
+        """The encoded batches of `steps` local steps: each drawn without replacement from the
+        client's examples; with batch-order=length, the same examples regrouped by length."""
         size = min(self.cfg.batch_size, len(data.train))
-        idx = rng.choice(len(data.train), size=size, replace=False)
-        return self.setup.encoder.encode([data.train[i] for i in idx])
+        drawn = [np.random.default_rng(derive_seed(self.cfg.seed, "local-batch", *path, k))
+                 .choice(len(data.train), size=size, replace=False) for k in range(steps)]
+        if self.cfg.batch_order == "length":
+            lengths = self.setup.encoder.lengths(data.train)
+            rng = np.random.default_rng(derive_seed(self.cfg.seed, "length-order", *path))
+            drawn = group_by_length(drawn, lengths, rng)
+        return [self.setup.encoder.encode([data.train[i] for i in idx]) for idx in drawn]
 
     def local_steps(self, theta: torch.Tensor, data: ClientData, seeds: list[int], eps: float,
                     lr: float, *path) -> tuple[list[float], list[float]]:
         """K = len(seeds) / q P-RGE steps on the client's data; theta is updated in place."""
         q = self.cfg.q
         grads, losses = [], []
-        for k in range(len(seeds) // q):
-            batch = self._batch(data, *path, k)
+        for k, batch in enumerate(self._batches(data, len(seeds) // q, *path)):
             result = prge_step(self.setup.engine, batch, theta, seeds[k * q:(k + 1) * q], eps=eps,
                                lr=lr, mode=self.cfg.mode)
             grads.extend(result.grads)
@@ -89,8 +95,7 @@ class ClientWorker:
                  *path) -> list[float]:
         """`steps` first-order SGD steps (backprop into B) on the client's data, in place."""
         engine, losses = self.setup.engine, []
-        for k in range(steps):
-            batch = self._batch(data, *path, k)
+        for batch in self._batches(data, steps, *path):
             # from the device's frozen-prefix cache when it has one: backprop through the suffix
             hidden = engine.cache.hidden(batch) if isinstance(engine, PrefixCachedEngine) else None
             losses.append(fo_step(self.setup.scorer, batch, theta, lr, hidden))

@@ -198,6 +198,12 @@ class PromptEncoder:
         return sorted({min(self.max_length, k * self.bucket)
                        for k in range(1, -(-self.max_length // self.bucket) + 1)})
 
+    def lengths(self, examples: Sequence[Example]) -> np.ndarray:
+        """Tokens of each encoded prompt (template included, text truncated as `encode` does)."""
+        fixed = len(self.prefix_ids) + len(self.suffix_ids)
+        return np.array([fixed + min(len(self._ids(ex.text)), self.text_budget) for ex in examples],
+                        dtype=np.int64)
+
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 

@@ -58,6 +58,10 @@ class Config:
     lr: float = 1e-3
     lr_schedule: str = "constant"  # constant | linear | cosine (decay to 0 over `steps`)
     batch_size: int = 8
+    # random: each step's batch as drawn; length: the examples drawn for a round's K steps (a
+    # device) or 8 steps of an epoch (`train`) regrouped into batches of similar length: the same
+    # examples, less padding (prge/batching.py)
+    batch_order: str = "random"  # random | length
     steps: int = 100
     eval_every: int = 25  # steps (train) or rounds (run) between test evaluations
     # federated simulation (fedprge run)
@@ -107,6 +111,7 @@ class Config:
             ("train-size", self.train_size >= 0, "must be >= 0"),
             ("prefix-cache", self.prefix_cache in ("auto", "off"), "must be auto or off"),
             ("prefix-cache-mib", self.prefix_cache_mib > 0, "must be > 0"),
+            ("batch-order", self.batch_order in ("random", "length"), "must be random or length"),
             ("prefix-cache-fill", self.prefix_cache_fill in ("upfront", "lazy"),
              "must be upfront or lazy"),
             ("max-length", self.max_length >= 4, "must be >= 4"),

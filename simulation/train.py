@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from prge.batching import group_by_length
 from prge.estimator import prge_step, scheduled_lr
 from prge.evaluate import evaluate
 from prge.perturb import derive_seed
@@ -21,9 +22,14 @@ from simulation.build import build
 from simulation.config import Config
 from simulation.rundir import JsonlWriter, new_run_dir, write_json
 
+LENGTH_WINDOW = 8  # batch-order=length regroups the examples of this many steps of one epoch
 
-def batch_order(n_examples: int, batch_size: int, steps: int, seed: int) -> list[np.ndarray]:
-    """Example indices for every step: seeded reshuffle at each epoch, no repeats within one."""
+
+def batch_order(n_examples: int, batch_size: int, steps: int, seed: int,
+                lengths: np.ndarray | None = None) -> list[np.ndarray]:
+    """Example indices for every step: seeded reshuffle at each epoch, no repeats within one.
+    With `lengths` (tokens per example), every window of LENGTH_WINDOW steps within an epoch is
+    regrouped into batches of similar length: each epoch still sees the same examples."""
     rng = np.random.default_rng(derive_seed(seed, "train-data"))
     batches, perm, pos = [], rng.permutation(n_examples), 0
     for _ in range(steps):
@@ -31,7 +37,16 @@ def batch_order(n_examples: int, batch_size: int, steps: int, seed: int) -> list
             perm, pos = rng.permutation(n_examples), 0
         batches.append(perm[pos:pos + batch_size])
         pos += batch_size
-    return batches
+    if lengths is None:
+        return batches
+    per_epoch = n_examples // batch_size
+    order_rng = np.random.default_rng(derive_seed(seed, "length-order"))
+    grouped = []
+    for epoch_start in range(0, steps, per_epoch):
+        epoch = batches[epoch_start:epoch_start + per_epoch]
+        for w in range(0, len(epoch), LENGTH_WINDOW):
+            grouped += group_by_length(epoch[w:w + LENGTH_WINDOW], lengths, order_rng)
+    return grouped
 
 
 def train(cfg: Config, out: str | Path | None = None, progress: bool = True) -> Path:
@@ -43,7 +58,9 @@ def train(cfg: Config, out: str | Path | None = None, progress: bool = True) -> 
     theta = setup.scorer.layout.zeros()
     metrics = JsonlWriter(run_dir / "metrics.jsonl")
     update_log = JsonlWriter(run_dir / "update_log.jsonl")
-    order = batch_order(len(train_set), min(cfg.batch_size, len(train_set)), cfg.steps, cfg.seed)
+    lengths = setup.encoder.lengths(train_set) if cfg.batch_order == "length" else None
+    order = batch_order(len(train_set), min(cfg.batch_size, len(train_set)), cfg.steps, cfg.seed,
+                        lengths)
 
     start = time.perf_counter()
     warm_s = 0.0
