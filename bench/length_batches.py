@@ -1,0 +1,89 @@
+"""Seconds per P-RGE step with `batch-order=random` vs `length`, side by side in one run.
+
+A simulated device's rounds as the federated worker draws them (`clients/worker.py`): K batches
+of `--batch` examples from its own ~N examples, then either used as drawn or regrouped by length
+(`prge/batching.py`). Every batch of both orders runs one P-RGE step on the suffix adapter from
+the frozen-prefix cache (eager, filled before timing), interleaved round by round so that both
+see the same machine noise. Reports padded tokens per step and seconds per step for each order.
+
+    python bench/length_batches.py                        # last-1, q 4, K 8, batch 16
+    python bench/length_batches.py --layers last-4 --rounds 10
+
+Ends with one JSON line holding `"length_speedup"` (random / length seconds per step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from prge.batching import group_by_length
+from prge.engines.eager import EagerEngine
+from prge.estimator import projected_grads
+from prge.models import load_model
+from prge.perturb import derive_seed
+from prge.prefix_cache import warm_examples, with_prefix_cache
+from prge.scorer import LabelScorer
+from prge.tasks import PromptEncoder, load_task
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--layers", default="last-1")
+    ap.add_argument("--targets", default="q,k,v,o,gate,up,down")
+    ap.add_argument("--rank", type=int, default=8)
+    ap.add_argument("--q", type=int, default=4)
+    ap.add_argument("--k", type=int, default=8, help="local steps per round")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--examples", type=int, default=100, help="a device's training examples")
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1, help="as one client under Ray")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model, tok = load_model(args.model)
+    task = load_task("mr")
+    enc = PromptEncoder(tok, task.template, task.label_words)
+    scorer = LabelScorer(model, enc.label_ids, targets=args.targets.split(","), rank=args.rank,
+                         layers=args.layers, adapter_seed=derive_seed(0, "lora-A"))
+    engine = with_prefix_cache(EagerEngine(scorer), 2**30, enc.pad_id)
+    pick = np.random.default_rng(derive_seed(0, "bench-device")).choice(
+        len(task.train), size=args.examples, replace=False)
+    device = [task.train[i] for i in pick]
+    warm_examples(engine, enc, device)  # one-time cost, not timed
+    lengths = enc.lengths(device)
+    theta = torch.zeros(scorer.dim)
+    seconds = {"random": [], "length": []}
+    tokens = {"random": [], "length": []}
+    for r in range(args.rounds):
+        drawn = [np.random.default_rng(derive_seed(0, "local-batch", r, k))
+                 .choice(len(device), size=args.batch, replace=False) for k in range(args.k)]
+        orders = {"random": drawn,
+                  "length": group_by_length(drawn, lengths,
+                                            np.random.default_rng(derive_seed(0, "order", r)))}
+        for name, batches in orders.items():
+            for k, idx in enumerate(batches):
+                batch = enc.encode([device[i] for i in idx])
+                seeds = [derive_seed(0, "bench", r, k, i) for i in range(args.q)]
+                t0 = time.perf_counter()
+                projected_grads(engine, batch, theta, seeds, eps=1e-2)
+                seconds[name].append(time.perf_counter() - t0)
+                tokens[name].append(int(batch.input_ids.shape[1]))
+    per_step = {k: float(np.median(v)) for k, v in seconds.items()}
+    mean_tokens = {k: float(np.mean(v)) for k, v in tokens.items()}
+    for name in seconds:
+        print(f"{name:7s}: {mean_tokens[name]:5.1f} padded tokens per step, "
+              f"{1000 * per_step[name]:6.1f} ms per step (median of {len(seconds[name])})")
+    print(json.dumps({"bench": "length_batches", "layers": args.layers, "dim": scorer.dim,
+                      "q": args.q, "k": args.k, "batch": args.batch, "threads": args.threads,
+                      "tokens_per_step": mean_tokens, "seconds_per_step": per_step,
+                      "length_speedup": round(per_step["random"] / per_step["length"], 3)}))
+
+
+if __name__ == "__main__":
+    main()
