@@ -82,6 +82,23 @@ def scorer_fingerprint(scorer: LabelScorer) -> str:
     return h.hexdigest()
 
 
+def prefix_fingerprint(scorer: LabelScorer) -> str:
+    """A digest of what the prefix program bakes in: the token embedding, the layers before
+    `cache_layer` (never adapted) and the rotary and mask tables. Runs that differ only in their
+    adapters (another seed's A, other targets on the same layers) share one prefix program, and
+    so its minutes of lowering."""
+    h = hashlib.blake2b(digest_size=16)
+    keep = ("embed.",) + tuple(f"layers.{i}." for i in range(scorer.cache_layer))
+    for name, tensor in sorted(scorer.state_dict().items()):
+        if name.startswith(keep):
+            h.update(name.encode())
+            h.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    for table in (scorer.cos, scorer.sin, scorer.causal, scorer.mean_row):
+        h.update(table.detach().contiguous().cpu().numpy().tobytes())
+    h.update(f"cache_layer={scorer.cache_layer}".encode())
+    return h.hexdigest()
+
+
 # Bump when the exported forward changes (the key hashes weights, shapes and library versions,
 # not our code): 2 = last layer pruned to the last token; prefix and suffix programs;
 # 3 = the prefix program is dynamic in tokens.
@@ -135,12 +152,14 @@ class ExecuTorchEngine:
         self.cache_budget = cache_budget
         self.log = log
         self.fingerprint = scorer_fingerprint(scorer)
+        self.prefix_fingerprint = prefix_fingerprint(scorer)
         self.lowering_s: dict[int, float] = {}  # copies -> seconds lowering the full program
         self.program_s: dict[str, float] = {}  # "kind CxRxT" -> seconds lowering (0 if cached)
 
     def _key(self, copies: int, kind: str = "full", tokens: int | None = None) -> str:
         tokens = self.max_length if tokens is None else tokens
-        spec = (f"{kind}|{self.fingerprint}|{self.quantize}|{copies}x{self.batch_rows}x{tokens}|"
+        baked = self.prefix_fingerprint if kind == "prefix" else self.fingerprint
+        spec = (f"{kind}|{baked}|{self.quantize}|{copies}x{self.batch_rows}x{tokens}|"
                 f"{_versions()}|v{FORWARD_VERSION}")
         return hashlib.sha256(spec.encode()).hexdigest()[:24]
 

@@ -7,8 +7,9 @@ from simulation.config import load_config
 
 
 def _worker(order):
-    cfg = load_config(None, ["model=tiny", "engine=eager", "targets=head", "num-clients=2", "clients-per-round=2",
-                             "batch-size=4", f"batch-order={order}", "partition=iid"])
+    cfg = load_config(None, ["model=tiny", "engine=eager", "targets=head", "num-clients=2",
+                             "clients-per-round=2", "batch-size=4", f"batch-order={order}",
+                             "partition=iid"])
     return ClientWorker(cfg)
 
 

@@ -159,3 +159,22 @@ def test_prefix_and_suffix_programs_match_eager_from_the_cache(tmp_path):
     g_eager, _ = projected_grads(eager, long, theta, seeds, eps=1e-2)
     g_cached, _ = projected_grads(cached, long, theta, seeds, eps=1e-2)
     assert torch.allclose(g_cached, g_eager, rtol=1e-3, atol=1e-4)
+
+
+def test_prefix_program_key_ignores_the_adapters(tmp_path):
+    """Another seed's A (or other targets on the same layers) reuses the prefix program; the
+    suffix programs, which bake A in, and another cache layer do not."""
+    model, tok = tiny_model(seed=2, layers=3)
+    encoder = PromptEncoder(tok, "{text} It was", (" terrible", " great"), max_length=LENGTH)
+
+    def engine(targets, layers, adapter_seed):
+        scorer = LabelScorer(tiny_model(seed=2, layers=3)[0], encoder.label_ids, targets=targets,
+                             rank=4, layers=layers, adapter_seed=adapter_seed)
+        return ExecuTorchEngine(scorer, tmp_path, batch_rows=ROWS, max_length=LENGTH,
+                                log=lambda m: None)
+
+    a = engine(["q", "v"], "last-1", 0)
+    b = engine(["q", "v", "down"], "last-1", 1)
+    deeper = engine(["q", "v"], "last-2", 0)
+    assert a._key(1, "prefix") == b._key(1, "prefix") != deeper._key(1, "prefix")
+    assert a._key(8, "suffix", 16) != b._key(8, "suffix", 16)
