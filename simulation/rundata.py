@@ -153,9 +153,11 @@ def seed_groups(runs: list[Run]) -> list[SeedGroup]:
     """Runs grouped by their config without `seed`, in order of first appearance; labels name
     what differs between the groups (the seed never does)."""
     groups: dict[str, SeedGroup] = {}
+    defaults = _defaults()  # a key missing from an older run's config had its default then
     for run in runs:
         if run.config:
-            setting = {k: v for k, v in run.config.items() if k not in _NOT_A_DIFFERENCE | {"seed"}}
+            full = {**defaults, **run.config}
+            setting = {k: v for k, v in full.items() if k not in _NOT_A_DIFFERENCE | {"seed"}}
             key = json.dumps(setting, sort_keys=True)
         else:
             key = f"path:{run.path}"  # no config: nothing says it repeats another run

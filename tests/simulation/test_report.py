@@ -173,3 +173,12 @@ def test_cost_to_target_columns(tmp_path):
     assert proc.stdout.splitlines()[2].endswith("| 300 B · 1.0 s (1/2 seeds) |")
     bad = fedprge("report", str(a), "--target", "170")
     assert bad.returncode == 2 and "not a percentage" in bad.stderr
+
+
+def test_a_config_from_an_older_version_still_joins_its_seeds(tmp_path):
+    """A key added since (written by later runs with its default) is not a difference."""
+    runs = [seeded(tmp_path / f"s{i}", i, 0.7, 0.75) for i in range(2)]
+    newer = json.loads((runs[1] / "config.json").read_text())
+    write_json(runs[1] / "config.json", {**newer, "batch-order": "random"})
+    lines = fedprge("report", *map(str, runs)).stdout.splitlines()
+    assert len(lines) == 3 and "| 2 (0,1) |" in lines[2]
