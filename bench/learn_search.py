@@ -24,16 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from suffix_adapter import add_adapter_args, build_adapter  # bench/, beside this script
 
 from prge.engines.eager import EagerEngine
 from prge.estimator import prge_step, scheduled_lr
 from prge.evaluate import evaluate
 from prge.first_order import fo_step
-from prge.models import load_model
 from prge.perturb import derive_seed
 from prge.prefix_cache import with_prefix_cache
-from prge.scorer import LabelScorer
-from prge.tasks import PromptEncoder, load_task
 
 DEFAULTS = {"q": 16, "lr": 1e-2, "eps": 1e-2, "batch": 16, "schedule": "constant", "seed": 0,
             "method": "prge"}
@@ -98,10 +96,7 @@ def run_setting(engine, enc, train, test, dim, s, minutes, eval_every, log):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--layers", default="last-1")
-    ap.add_argument("--targets", default="q,k,v,o,gate,up,down")
-    ap.add_argument("--rank", type=int, default=8)
+    add_adapter_args(ap)
     ap.add_argument("--train", type=int, default=2000)
     ap.add_argument("--test", type=int, default=1000)
     ap.add_argument("--minutes", type=float, default=5.0)
@@ -111,11 +106,7 @@ def main() -> None:
     args = ap.parse_args()
     settings = [parse_setting(g) for g in args.grid] or [dict(DEFAULTS)]
 
-    model, tok = load_model(args.model)
-    task = load_task("mr")
-    enc = PromptEncoder(tok, task.template, task.label_words)
-    scorer = LabelScorer(model, enc.label_ids, targets=args.targets.split(","), rank=args.rank,
-                         layers=args.layers, adapter_seed=derive_seed(0, "lora-A"))
+    task, enc, scorer = build_adapter(args)
     engine = with_prefix_cache(EagerEngine(scorer), 8 * 2**30, enc.pad_id)
     train, test = task.train[: args.train], task.test[: args.test]
     t0 = time.perf_counter()

@@ -20,23 +20,18 @@ import time
 
 import numpy as np
 import torch
+from suffix_adapter import add_adapter_args, build_adapter  # bench/, beside this script
 
 from prge.batching import group_by_length
 from prge.engines.eager import EagerEngine
 from prge.estimator import projected_grads
-from prge.models import load_model
 from prge.perturb import derive_seed
 from prge.prefix_cache import warm_examples, with_prefix_cache
-from prge.scorer import LabelScorer
-from prge.tasks import PromptEncoder, load_task
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--layers", default="last-1")
-    ap.add_argument("--targets", default="q,k,v,o,gate,up,down")
-    ap.add_argument("--rank", type=int, default=8)
+    add_adapter_args(ap)
     ap.add_argument("--q", type=int, default=4)
     ap.add_argument("--k", type=int, default=8, help="local steps per round")
     ap.add_argument("--batch", type=int, default=16)
@@ -46,11 +41,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    model, tok = load_model(args.model)
-    task = load_task("mr")
-    enc = PromptEncoder(tok, task.template, task.label_words)
-    scorer = LabelScorer(model, enc.label_ids, targets=args.targets.split(","), rank=args.rank,
-                         layers=args.layers, adapter_seed=derive_seed(0, "lora-A"))
+    task, enc, scorer = build_adapter(args)
     engine = with_prefix_cache(EagerEngine(scorer), 2**30, enc.pad_id)
     pick = np.random.default_rng(derive_seed(0, "bench-device")).choice(
         len(task.train), size=args.examples, replace=False)

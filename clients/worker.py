@@ -47,6 +47,7 @@ class ClientWorker:
         self.setup: Setup = build(cfg)
         self.cache = ThetaCache(self.setup.scorer.dim)
         self._data: dict[int, ClientData] = {}
+        self._lengths: dict[int, np.ndarray] = {}  # partition -> tokens per training example
 
     @cached_property
     def shares(self) -> list[list[int]]:
@@ -74,7 +75,9 @@ class ClientWorker:
         drawn = [np.random.default_rng(derive_seed(self.cfg.seed, "local-batch", *path, k))
                  .choice(len(data.train), size=size, replace=False) for k in range(steps)]
         if self.cfg.batch_order == "length":
-            lengths = self.setup.encoder.lengths(data.train)
+            if data.partition_id not in self._lengths:  # tokenized once per device, not per round
+                self._lengths[data.partition_id] = self.setup.encoder.lengths(data.train)
+            lengths = self._lengths[data.partition_id]
             rng = np.random.default_rng(derive_seed(self.cfg.seed, "length-order", *path))
             drawn = group_by_length(drawn, lengths, rng)
         return [self.setup.encoder.encode([data.train[i] for i in idx]) for idx in drawn]

@@ -152,13 +152,15 @@ class ExecuTorchEngine:
         self.cache_budget = cache_budget
         self.log = log
         self.fingerprint = scorer_fingerprint(scorer)
-        self.prefix_fingerprint = prefix_fingerprint(scorer)
+        self._prefix_fingerprint: str | None = None  # hashed on first need: a full-program run never does
         self.lowering_s: dict[int, float] = {}  # copies -> seconds lowering the full program
         self.program_s: dict[str, float] = {}  # "kind CxRxT" -> seconds lowering (0 if cached)
 
     def _key(self, copies: int, kind: str = "full", tokens: int | None = None) -> str:
         tokens = self.max_length if tokens is None else tokens
-        baked = self.prefix_fingerprint if kind == "prefix" else self.fingerprint
+        if kind == "prefix" and self._prefix_fingerprint is None:
+            self._prefix_fingerprint = prefix_fingerprint(self.scorer)
+        baked = self._prefix_fingerprint if kind == "prefix" else self.fingerprint
         spec = (f"{kind}|{baked}|{self.quantize}|{copies}x{self.batch_rows}x{tokens}|"
                 f"{_versions()}|v{FORWARD_VERSION}")
         return hashlib.sha256(spec.encode()).hexdigest()[:24]
