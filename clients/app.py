@@ -49,11 +49,12 @@ def _extend_log(context: Context, start: int, tail: list[LogEntry], q: int,
     """The client's full log after receiving `tail` from index `start`; stored back in state
     (and in `device`, the simulated device's storage, when given)."""
     held = _stored_log(context, q, device)
-    if start == 0:
-        held = []  # the server resent everything
-    elif start != len(held):
+    if start > len(held):  # the server thinks we hold entries we never stored
         raise ProtocolError(f"log tail starts at {start} but this client holds {len(held)} entries")
-    log = held + tail
+    # The server's log is the authority and only ever grows, so a device may hold *more* than the
+    # server believes: it stored a tail and then the server was stopped and resumed from an earlier
+    # checkpoint. Keep the first `start` entries and take the rest from the server.
+    log = held[:start] + tail
     record = {"seeds": [e.seed for e in log], "grads": [e.grad for e in log],
               "lrs": [e.lr for e in log]}
     context.state[LOG_KEY] = ConfigRecord(record)

@@ -34,3 +34,13 @@ def test_a_gap_in_the_log_is_refused():
     _extend_log(ctx, 0, _entries(0, 4), q=2)
     with pytest.raises(ProtocolError, match="holds 4"):
         _extend_log(ctx, 6, _entries(6, 8), q=2)
+
+
+def test_a_device_ahead_of_a_resumed_server_takes_the_servers_tail(tmp_path):
+    """The device stored the log up to 8, then the server was killed and resumed from a
+    checkpoint that believes the device holds 4: the server's tail from 4 is taken as is."""
+    device = tmp_path / "devices" / "0.json"
+    _extend_log(_context(), 0, _entries(0, 8), q=2, device=device)
+    fresh = _context()  # a new process after the kill: the device file is all that is left
+    assert _extend_log(fresh, 4, _entries(4, 10), q=2, device=device) == _entries(0, 10)
+    assert _stored_log(_context(), q=2, device=device) == _entries(0, 10)

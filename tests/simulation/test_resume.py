@@ -17,7 +17,8 @@ from simulation.rundir import read_jsonl
 from tests.simulation.test_cli import fedprge
 from tests.simulation.test_federated import FED
 
-ARGS = [*FED, "--set", "rounds=6", "--set", "strategy=trimmed-mean"]  # a strategy with state
+ROUNDS = 6
+ARGS = [*FED, "--set", f"rounds={ROUNDS}", "--set", "strategy=trimmed-mean"]  # a strategy with state
 
 
 def _session_procs(sid: int) -> dict[int, str]:
@@ -80,18 +81,63 @@ def _assert_same_run(got: Path, want: Path) -> None:
         json.loads((want / "clients.json").read_text())
 
 
-def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, reference):
-    killed = tmp_path / "killed"
-    proc = _start(killed)
+def _signal_session(sid: int, sig: int) -> None:
+    for pid in _session_procs(sid):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _device_lengths(run: Path) -> dict[int, int]:
+    """partition id -> log entries that simulated device holds in its storage."""
+    out = {}
+    for path in (run / "devices").glob("*.json"):
+        try:
+            out[int(path.stem)] = len(json.loads(path.read_text())["seeds"])
+        except (ValueError, KeyError, FileNotFoundError):  # being replaced right now
+            pass
+    return out
+
+
+def _ahead_of_checkpoint(run: Path, final: bool) -> bool:
+    """A device holds more of the log than the last checkpoint says it does, and had some of it
+    already: the state a kill leaves when it lands after a client stored its new log tail but
+    before the server checkpointed the round. `final`: during personalization."""
+    if not (run / "checkpoint.pkl").exists() or (run / "clients.json").exists():
+        return False
+    ckpt = load_checkpoint(run)
+    if final != (ckpt.round == ROUNDS):
+        return False
+    return any(0 < ckpt.held.get(p, 0) < n for p, n in _device_lengths(run).items())
+
+
+def _kill_when(run: Path, final: bool) -> None:
+    """Start a run and SIGKILL it at the first moment `_ahead_of_checkpoint` holds. Each moment
+    that looks right is confirmed with the whole run frozen (SIGSTOP), so the kill cannot land a
+    moment later, after the checkpoint caught up."""
+    proc = _start(run)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # part way: three rounds checkpointed, three to go
-        ckpt = load_checkpoint(killed) if (killed / "checkpoint.pkl").exists() else None
-        if ckpt is not None and ckpt.round >= 3:
-            break
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.1)
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before the moment to kill it came"
+        if _ahead_of_checkpoint(run, final):
+            _signal_session(proc.pid, signal.SIGSTOP)
+            if _ahead_of_checkpoint(run, final):
+                _kill_session(proc.pid)
+                proc.wait(timeout=60)
+                return
+            _signal_session(proc.pid, signal.SIGCONT)
+        time.sleep(0.01)
     _kill_session(proc.pid)
-    proc.wait(timeout=60)
+    raise AssertionError("no moment to kill the run was seen")
+
+
+@pytest.mark.parametrize("final", [False, True], ids=["mid-round", "personalization"])
+def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, reference, final):
+    """Killed while a device already stored a log tail the checkpoint does not know of (in a
+    training round, or while clients personalize after the last round), then resumed."""
+    killed = tmp_path / "killed"
+    _kill_when(killed, final)
     assert not (killed / "summary.json").exists()
 
     resumed = fedprge("run", "--resume", str(killed), "--quiet")
