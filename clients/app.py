@@ -1,7 +1,8 @@
 """The Flower ClientApp: a thin adapter between Flower messages and `ClientWorker`.
 
-The client's own state between rounds lives in its Flower Context: the update log it has seen
-(seeds and scalars, so it can replay theta_t) and, after personalization, its personal log.
+The client's own state between rounds is the update log it has seen (seeds and scalars, so it can
+replay theta_t), kept in the simulated device's storage (a file per device) when the runner gives
+one, else in its Flower Context; after personalization, also its personal log.
 """
 
 from __future__ import annotations
@@ -34,20 +35,23 @@ PERSONAL_KEY = "personal-log"
 
 
 def _stored_log(context: Context, q: int, device: Path | None = None) -> list[LogEntry]:
-    if LOG_KEY not in context.state and device is not None and device.is_file():
-        # the device's own storage outlives the simulator's processes (a resumed run)
-        context.state[LOG_KEY] = ConfigRecord(json.loads(device.read_text()))
-    if LOG_KEY not in context.state:
+    """The log this client holds: read from the simulated device's storage when it has one (the
+    only copy, so that every message for this device, whichever process runs it, sees what the
+    device really stored), else from Flower's per-node context."""
+    if device is not None:
+        rec = json.loads(device.read_text()) if device.is_file() else None
+    else:
+        rec = context.state[LOG_KEY] if LOG_KEY in context.state else None
+    if rec is None:
         return []
-    rec = context.state[LOG_KEY]
     return [LogEntry(int(s), float(g), float(lr), q)
             for s, g, lr in zip(rec["seeds"], rec["grads"], rec["lrs"], strict=True)]
 
 
 def _extend_log(context: Context, start: int, tail: list[LogEntry], q: int,
                 device: Path | None = None) -> list[LogEntry]:
-    """The client's full log after receiving `tail` from index `start`; stored back in state
-    (and in `device`, the simulated device's storage, when given)."""
+    """The client's full log after receiving `tail` from index `start`; stored back in `device`
+    (the simulated device's storage) when given, else in Flower's context."""
     held = _stored_log(context, q, device)
     if start > len(held):  # the server thinks we hold entries we never stored
         raise ProtocolError(f"log tail starts at {start} but this client holds {len(held)} entries")
@@ -57,12 +61,13 @@ def _extend_log(context: Context, start: int, tail: list[LogEntry], q: int,
     log = held[:start] + tail
     record = {"seeds": [e.seed for e in log], "grads": [e.grad for e in log],
               "lrs": [e.lr for e in log]}
-    context.state[LOG_KEY] = ConfigRecord(record)
-    if device is not None:
-        device.parent.mkdir(parents=True, exist_ok=True)
-        tmp = device.with_name(device.name + ".tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, device)
+    if device is None:
+        context.state[LOG_KEY] = ConfigRecord(record)
+        return log
+    device.parent.mkdir(parents=True, exist_ok=True)
+    tmp = device.with_name(f"{device.name}.{os.getpid()}.tmp")  # one writer per name
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, device)
     return log
 
 

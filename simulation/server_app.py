@@ -188,7 +188,8 @@ class FederatedServer:
         lr = scheduled_lr(base_lr, server_round - 1, cfg.rounds, cfg.lr_schedule)
         seeds = self.round_seeds(server_round)
         expected = theta_hash(self.theta)
-        messages, bytes_down = [], 0
+        messages, bytes_down, entries_down = [], 0, 0
+        sent_len = len(self.log)  # what every client reached this round holds once it has read it
         cohort = self.cohort(server_round)
         # offline devices are never reached; the rest may still crash, straggle or attack
         online = [p for p in cohort if not draw_faults(cfg, server_round, p).dropout]
@@ -197,31 +198,40 @@ class FederatedServer:
             msg = Message(RecordDict({"ins": ins}), dst_node_id=self.node_of[pid], message_type="train",
                           group_id=str(server_round))
             bytes_down += wire_size(msg)
+            entries_down += sent_len - self.held.get(pid, 0) if cfg.method == "prge" else 0
             messages.append(msg)
         valid: list[ScalarReply] = []
         rejected: Counter = Counter()
         bytes_up = 0
         timeout = cfg.round_deadline_s or None  # replies after the deadline are discarded
         resent = self.totals["resent"]
+        unanswered = {self.pid_of[m.metadata.dst_node_id] for m in messages}
         for reply in self.exchange(messages, timeout=timeout):
             bytes_up += wire_size(reply)
             pid = self.pid_of.get(reply.metadata.src_node_id)
             if pid is None:  # not a node we sent to: never aggregated, never tracked
                 rejected["unknown-node"] += 1
                 continue
+            unanswered.discard(pid)
             ok, reason = self.check(reply, server_round, expected)
             if ok is None:
                 rejected[reason] += 1
                 self.held[pid] = 0  # its stored log may be stale: send the whole log next time
                 continue
             valid.append(ok)
-            self.held[pid] = len(self.log)
+            self.held[pid] = sent_len
             self.totals["client_steps"] += cfg.local_steps
         missing = len(messages) - sum(rejected.values()) - len(valid)
         if missing:
             rejected["late" if timeout else "no-reply"] += missing
+        if timeout:
+            # a straggler past the deadline stored the log tail first thing, as every client does
+            # before it trains: it holds the whole log of this round, whatever it answers later
+            for pid in unanswered:
+                self.held[pid] = sent_len
         record = {"round": server_round, "replies": len(valid), "rejected": sum(rejected.values()),
                   "dropped": len(cohort) - len(online), "bytes_down": bytes_down,
+                  "log_entries_down": entries_down,
                   "bytes_up": bytes_up, "lr": lr}
         if cfg.byzantine_fraction:  # ground truth, known to the simulator only
             record["adversaries_in_cohort"] = len(set(online) & adversaries(cfg))

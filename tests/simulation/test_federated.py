@@ -171,6 +171,22 @@ def test_replies_after_the_round_deadline_are_discarded(tmp_path):
     assert json.loads((out / "summary.json").read_text())["log_len"] == 0  # nothing applied
 
 
+def test_a_late_straggler_is_served_from_the_log_it_really_holds(tmp_path):
+    """Every client is sampled every round; a straggler past the deadline stored the round's log
+    before it trained, so next round it needs only the entries added since, like everyone else,
+    and it answers without error."""
+    # seed 5: client 1 straggles in round 2 only (the deadline leaves round 1 time to build)
+    rounds = _fed_run(tmp_path / "stragglers", "seed=5", "num-clients=3", "clients-per-round=3",
+                      "straggle-prob=0.3", "straggle-s=10", "round-deadline-s=8", "rounds=3",
+                      "personal-steps=0", "client-eval-size=0")
+    reasons = [m.get("rejected_reasons", {}) for m in rounds]
+    assert reasons == [{}, {"late": 1}, {}]
+    assert all(set(r) <= {"late"} for r in reasons)  # and never a client-error
+    length = [0] + [m["log_len"] for m in rounds]  # log length after round t, t = 0..4
+    for t in range(2, len(rounds) + 1):
+        assert rounds[t - 1]["log_entries_down"] == 3 * (length[t - 1] - length[t - 2])
+
+
 def test_byzantine_clients_are_simulated_and_the_median_absorbs_them(tmp_path):
     out = tmp_path / "byz"
     rounds = _fed_run(out, "byzantine-fraction=0.34", "strategy=median", "clients-per-round=3")
