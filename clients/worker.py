@@ -18,7 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clients.faults import CRASH_MESSAGE, SimulatedCrash, adversaries, corrupt, draw_faults
+from clients.faults import (
+    CRASH_MESSAGE,
+    SimulatedCrash,
+    adversaries,
+    claimed_examples,
+    corrupt,
+    draw_faults,
+)
 from clients.partition import ClientData, client_data, partition_indices
 from prge.batching import group_by_length
 from prge.estimator import prge_step
@@ -123,7 +130,8 @@ class ClientWorker:
         data = self.data(partition_id, store)
         grads, losses = self.local_steps(theta, data, seeds, eps, lr, server_round, partition_id)
         sent = self.behave(np.asarray(grads, dtype=np.float64), server_round, partition_id)
-        return LocalResult(sent.tolist(), len(data.train), float(np.mean(losses)), rebuilt)
+        n = claimed_examples(self.cfg, partition_id, len(data.train))
+        return LocalResult(sent.tolist(), n, float(np.mean(losses)), rebuilt)
 
     def train_dense(self, partition_id: int, theta: torch.Tensor, server_round: int, eps: float,
                     lr: float, store: Path | None = None) -> tuple[torch.Tensor, int, float]:
@@ -139,7 +147,8 @@ class ClientWorker:
                      for j in range(self.cfg.local_steps * self.cfg.q)]
             _, losses = self.local_steps(local, data, seeds, eps, lr, server_round, partition_id)
         delta = self.behave((local - theta).double().numpy(), server_round, partition_id)
-        return torch.from_numpy(delta).to(theta.dtype), len(data.train), float(np.mean(losses))
+        n = claimed_examples(self.cfg, partition_id, len(data.train))
+        return torch.from_numpy(delta).to(theta.dtype), n, float(np.mean(losses))
 
     def personalize(self, partition_id: int, theta: torch.Tensor, steps: int,
                     store: Path | None = None) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from flwr.serverapp import Grid, ServerApp
 from tqdm import tqdm
 
 from clients.faults import adversaries, draw_faults
+from clients.partition import client_data, partition_indices
 from clients.protocol import TrainIns, encode_log, encode_tensor, encode_train_ins
 from prge.estimator import scheduled_lr
 from prge.evaluate import evaluate
@@ -173,13 +175,24 @@ class FederatedServer:
             return None, error_reason(reply.error.reason)
         dense = self.cfg.method != "prge"
         size = self.setup.scorer.dim if dense else self.cfg.local_steps * self.cfg.q
+        pid = self.pid_of[reply.metadata.src_node_id]
         ok, reason = validate_reply(reply.content.get("res"), server_round=server_round,
                                     expected_hash=expected_hash, dense=dense, size=size,
-                                    max_abs=self.cfg.max_reply_value)
+                                    max_abs=self.cfg.max_reply_value,
+                                    max_examples=self.train_sizes[pid])
         if ok is None:
             return None, reason
-        pid = self.pid_of[reply.metadata.src_node_id]
         return ScalarReply(pid, *ok), None
+
+    @cached_property
+    def train_sizes(self) -> list[int]:
+        """Training examples of each simulated client: the simulator dealt the partitions, so the
+        server can bound the counts that replies claim (they weight the mean)."""
+        train = self.setup.task.train
+        shares = partition_indices(train, self.cfg.num_clients, self.cfg.partition, self.cfg.alpha,
+                                   self.cfg.seed)
+        return [len(client_data(train, share, pid, self.cfg.client_test_fraction,
+                                self.cfg.seed).train) for pid, share in enumerate(shares)]
 
     def run_round(self, server_round: int) -> dict:
         t0 = time.perf_counter()

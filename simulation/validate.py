@@ -5,7 +5,9 @@ and never reaches the strategy, so the update log and theta stay exactly what th
 make them. The checks, in order: decodable with the right keys and types (`malformed`), the right
 size (`wrong-length`), this round (`wrong-round`), finite (`non-finite`), no value beyond
 `max_abs` (`too-large`: a bound on absurd magnitudes, far above honest scalars), at least one
-training example (`no-examples`), and built on the server's own theta (`hash-mismatch`).
+training example (`no-examples`) and no more than the client's partition holds
+(`too-many-examples`: the count weights a mean, so a lie would steer it), and built on the
+server's own theta (`hash-mismatch`).
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ def error_reason(text: str) -> str:
 
 
 def validate_reply(record: Any, *, server_round: int, expected_hash: str, dense: bool, size: int,
-                   max_abs: float) -> tuple[tuple[np.ndarray, int, float] | None, str | None]:
+                   max_abs: float, max_examples: int | None = None) -> tuple[tuple[np.ndarray, int, float] | None, str | None]:
     """((values (size,) float64, num_examples, train_loss), None) if valid, else (None, reason).
-    `size` is K*q scalars for P-RGE, the adapter dimension for the dense methods. Never raises."""
+    `size` is K*q scalars for P-RGE, the adapter dimension for the dense methods; `max_examples`
+    the training examples the simulator gave this client (None: not checked). Never raises."""
     try:
         if dense:
             res = decode_dense_res(record, size)
@@ -61,6 +64,8 @@ def validate_reply(record: Any, *, server_round: int, expected_hash: str, dense:
         return None, "too-large"
     if res.num_examples < 1:
         return None, "no-examples"
+    if max_examples is not None and res.num_examples > max_examples:
+        return None, "too-many-examples"
     if res.theta_hash != expected_hash:
         return None, "hash-mismatch"
     return (values, res.num_examples, res.train_loss), None

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from clients.faults import adversaries, corrupt, draw_faults
+from clients.faults import LIED_EXAMPLES, adversaries, claimed_examples, corrupt, draw_faults
 from simulation.config import load_config
 
 
@@ -42,3 +42,13 @@ def test_attacks():
     noise = corrupt(big, cfg, 2, 5)
     np.testing.assert_array_equal(noise, corrupt(big, cfg, 2, 5))  # seeded
     assert abs(noise.std() - 10.0) < 0.3 and abs(noise.mean()) < 0.3
+
+
+def test_examples_lie_claims_a_huge_count_for_flipped_values():
+    cfg = _cfg("num-clients=10", "byzantine-fraction=0.3", "byzantine-attack=examples-lie")
+    bad = adversaries(cfg)
+    assert [claimed_examples(cfg, p, 40) for p in range(10)] == \
+        [LIED_EXAMPLES if p in bad else 40 for p in range(10)]
+    np.testing.assert_array_equal(corrupt(np.array([1.0, -2.0]), cfg, 1, 0), [-1.0, 2.0])
+    honest = _cfg("num-clients=10", "byzantine-fraction=0.3", "byzantine-attack=scale")
+    assert all(claimed_examples(honest, p, 40) == 40 for p in range(10))  # other attacks: truth

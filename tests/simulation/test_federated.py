@@ -199,6 +199,17 @@ def test_byzantine_clients_are_simulated_and_the_median_absorbs_them(tmp_path):
     assert outvoted and grads and max(grads) < 50
 
 
+def test_a_client_claiming_more_examples_than_it_holds_is_rejected(tmp_path):
+    """examples-lie adversaries claim 10**12 examples to take the mean's weight: the server knows
+    each partition's size, so every such reply is rejected and named, and the rest aggregate."""
+    out = tmp_path / "lie"
+    rounds = _fed_run(out, "byzantine-fraction=0.34", "byzantine-attack=examples-lie",
+                      "clients-per-round=3", "personal-steps=0", "client-eval-size=0")
+    lies = [m.get("rejected_reasons", {}).get("too-many-examples", 0) for m in rounds]
+    assert lies == [m["adversaries_in_cohort"] for m in rounds] and sum(lies) > 0
+    assert all(m["replies"] == 3 - n for m, n in zip(rounds, lies, strict=True))
+
+
 class Flaky(ScalarStrategy):
     """Raises in round 2, returns NaN in round 3, the mean otherwise."""
 

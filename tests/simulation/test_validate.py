@@ -11,7 +11,7 @@ from simulation.validate import error_reason, validate_reply
 from strategies import ScalarReply
 from strategies.loader import BUILT_IN, load_strategy
 
-SIZE, ROUND, HASH, MAX_ABS = 6, 3, "abc123", 1e6
+SIZE, ROUND, HASH, MAX_ABS, MAX_N = 6, 3, "abc123", 1e6, 1000
 KEYS = ["server-round", "grads", "num-examples", "train-loss", "theta-hash", "delta"]
 anything = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5),
                      st.binary(max_size=40), st.lists(st.floats(), max_size=8))
@@ -19,7 +19,7 @@ anything = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.te
 
 def _check(record, dense=False):
     return validate_reply(record, server_round=ROUND, expected_hash=HASH, dense=dense,
-                          size=SIZE, max_abs=MAX_ABS)
+                          size=SIZE, max_abs=MAX_ABS, max_examples=MAX_N)
 
 
 @settings(max_examples=300, deadline=None)
@@ -30,7 +30,7 @@ def test_arbitrary_records_never_raise_and_never_pass_unsound_values(record, den
     if ok is not None:
         values, n, loss = ok
         assert values.shape == (SIZE,) and np.isfinite(values).all()
-        assert np.abs(values).max() <= MAX_ABS and n >= 1 and np.isfinite(loss)
+        assert np.abs(values).max() <= MAX_ABS and 1 <= n <= MAX_N and np.isfinite(loss)
 
 
 def _valid(values, n):
@@ -44,6 +44,7 @@ CORRUPTIONS = {
     "wrong-round": lambda r: {**r, "server-round": ROUND + 1},
     "hash-mismatch": lambda r: {**r, "theta-hash": "other"},
     "no-examples": lambda r: {**r, "num-examples": 0},
+    "too-many-examples": lambda r: {**r, "num-examples": MAX_N + 1},
     "malformed": lambda r: {k: v for k, v in r.items() if k != "train-loss"},
 }
 
