@@ -87,6 +87,7 @@ class FederatedServer:
         elif resume:  # stopped before its first checkpoint: start over in the same directory
             keep_lines(run_dir / "metrics.jsonl", 0)
             keep_lines(run_dir / "update_log.jsonl", 0)
+        self.strategy.configure(clients_per_round=cfg.clients_per_round)
         self.metrics = JsonlWriter(run_dir / "metrics.jsonl")
         self.log_file = JsonlWriter(run_dir / "update_log.jsonl")
 

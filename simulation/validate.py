@@ -40,10 +40,12 @@ def error_reason(text: str) -> str:
 
 
 def validate_reply(record: Any, *, server_round: int, expected_hash: str, dense: bool, size: int,
-                   max_abs: float, max_examples: int | None = None) -> tuple[tuple[np.ndarray, int, float] | None, str | None]:
+                   max_abs: float, max_examples: int | None = None,
+                   ) -> tuple[tuple[np.ndarray, int, float] | None, str | None]:
     """((values (size,) float64, num_examples, train_loss), None) if valid, else (None, reason).
-    `size` is K*q scalars for P-RGE, the adapter dimension for the dense methods; `max_examples`
-    the training examples the simulator gave this client (None: not checked). Never raises."""
+    `size` is K*q scalars for P-RGE, the adapter dimension for the dense methods;
+    `max_examples` the training examples the simulator gave this client (None: not checked).
+    Never raises."""
     try:
         if dense:
             res = decode_dense_res(record, size)

@@ -20,6 +20,9 @@ Writing your own: subclass `ScalarStrategy`, implement `aggregate`, load it with
   privacy budget, momentum) on `self`, and change it only once the round's result is computed.
   `summary()` is called once at the end; its dict goes under "strategy_summary" in the run's
   summary.json, so keep it JSON-serialisable (plain floats, ints, strings).
+- Cohort: before round 1 (and again on a resume) the server calls
+  `configure(clients_per_round=...)`, the number of clients it samples per round, fixed by the
+  config whatever crashes or rejections leave. Override it if you need it (as `dp-mean` does).
 - Arguments: the run config's `strategy-args` table (`--set strategy-args.trim=0.1`) becomes the
   keyword arguments of `__init__`; give each a default. Validate them there with a one-line
   `ValueError` naming the argument; the run stops before it starts with that sentence.
@@ -51,6 +54,9 @@ class ScalarStrategy:
 
     def aggregate(self, server_round: int, replies: list[ScalarReply]) -> np.ndarray:
         raise NotImplementedError
+
+    def configure(self, *, clients_per_round: int) -> None:
+        """The run's fixed cohort size, given once before round 1; ignored by default."""
 
     def summary(self) -> dict[str, Any]:
         """Run-level figures to record (e.g. a privacy budget); empty by default."""

@@ -70,8 +70,11 @@ def test_bad_replies_never_change_the_aggregate(good, bad, rnd):
     alone = [ScalarReply(i, np.asarray(v, dtype=np.float64), n, 0.5)
              for i, (v, n) in enumerate(good)]
     for name in BUILT_IN:
-        with_bad = load_strategy(name).aggregate(ROUND, sorted(accepted, key=_key))
-        clean = load_strategy(name).aggregate(ROUND, sorted(alone, key=_key))
+        with_bad, clean = load_strategy(name), load_strategy(name)
+        for s in (with_bad, clean):
+            s.configure(clients_per_round=len(good))
+        with_bad = with_bad.aggregate(ROUND, sorted(accepted, key=_key))
+        clean = clean.aggregate(ROUND, sorted(alone, key=_key))
         assert np.isfinite(with_bad).all()
         np.testing.assert_allclose(with_bad, clean, rtol=1e-12, atol=1e-9)
 

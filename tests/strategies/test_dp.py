@@ -18,18 +18,18 @@ CLIPPED_MEAN = np.array([3.0 + 6.0, 4.0 + 8.0, -1.0]) / 3  # clip=10: (30, 40, 0
 
 
 def test_tiny_noise_leaves_the_clipped_unweighted_mean():
-    s = DPGaussianMean(clip=10.0, noise_multiplier=1e-12)
+    s = DPGaussianMean(clip=10.0, noise_multiplier=1e-12, cohort=3)
     np.testing.assert_allclose(s.aggregate(1, _replies(ROWS)), CLIPPED_MEAN, rtol=0, atol=1e-9)
 
 
 def test_output_is_clipped_sum_plus_seeded_noise_over_count():
-    got = DPGaussianMean(clip=10.0, noise_multiplier=0.5, seed=7).aggregate(4, _replies(ROWS))
+    got = DPGaussianMean(clip=10.0, noise_multiplier=0.5, seed=7, cohort=3).aggregate(4, _replies(ROWS))
     noise = np.random.default_rng([7, 4]).normal(0.0, 5.0, size=3)
     np.testing.assert_allclose(got, CLIPPED_MEAN + noise / 3, rtol=1e-12, atol=1e-12)
 
 
 def test_same_seed_and_round_give_identical_output_whatever_ran_before():
-    a, b = load_strategy("dp-mean", seed=3), load_strategy("dp-mean", seed=3)
+    a, b = load_strategy("dp-mean", seed=3, cohort=3), load_strategy("dp-mean", seed=3, cohort=3)
     a.aggregate(1, _replies(ROWS))
     a.aggregate(2, _replies(ROWS))
     # b jumps straight to round 3, as a rerun or a resumed run would
@@ -37,14 +37,14 @@ def test_same_seed_and_round_give_identical_output_whatever_ran_before():
 
 
 def test_different_round_or_seed_gives_different_noise():
-    s = DPGaussianMean(seed=3)
+    s = DPGaussianMean(seed=3, cohort=3)
     r1, r2 = s.aggregate(1, _replies(ROWS)), s.aggregate(2, _replies(ROWS))
-    other = DPGaussianMean(seed=4).aggregate(1, _replies(ROWS))
+    other = DPGaussianMean(seed=4, cohort=3).aggregate(1, _replies(ROWS))
     assert np.all(r1 != r2) and np.all(r1 != other)
 
 
 def test_noise_std_is_multiplier_times_clip_over_count():
-    s = DPGaussianMean(clip=2.0, noise_multiplier=1.5, seed=11)
+    s = DPGaussianMean(clip=2.0, noise_multiplier=1.5, seed=11, cohort=4)
     rows = [np.full(16, 0.1), np.full(16, -0.2), np.zeros(16), np.full(16, 5.0)]  # last one clipped
     exact = (rows[0] + rows[1] + rows[2] + rows[3] * (2.0 / np.linalg.norm(rows[3]))) / 4
     noise = np.array([s.aggregate(r, _replies(rows)) - exact for r in range(1, 2001)]).ravel()
@@ -54,14 +54,14 @@ def test_noise_std_is_multiplier_times_clip_over_count():
 
 
 def test_epsilon_for_a_known_case():
-    s = DPGaussianMean(noise_multiplier=1.0, delta=1e-5)
+    s = DPGaussianMean(noise_multiplier=1.0, delta=1e-5, cohort=3)
     assert s.summary()["epsilon"] == 0.0  # nothing released yet
     s.aggregate(1, _replies(ROWS))
     summ = s.summary()
     assert summ["rho"] == 0.5
     # 0.5 + 2 * sqrt(0.5 * ln(1e5)), worked out separately
     assert summ["epsilon"] == pytest.approx(5.298525912188081, rel=1e-12)
-    t = DPGaussianMean(noise_multiplier=2.0, delta=1e-5)  # 8 rounds of rho = 1/8
+    t = DPGaussianMean(noise_multiplier=2.0, delta=1e-5, cohort=3)  # 8 rounds of rho = 1/8
     for r in range(1, 9):
         t.aggregate(r, _replies(ROWS))
     assert t.summary()["rho"] == 1.0
@@ -70,7 +70,7 @@ def test_epsilon_for_a_known_case():
 
 def test_epsilon_grows_with_rounds_and_falls_with_noise():
     def eps(noise_multiplier, rounds):
-        s = DPGaussianMean(noise_multiplier=noise_multiplier)
+        s = DPGaussianMean(noise_multiplier=noise_multiplier, cohort=3)
         for r in range(1, rounds + 1):
             s.aggregate(r, _replies(ROWS))
         return s.summary()["epsilon"]
@@ -80,7 +80,7 @@ def test_epsilon_grows_with_rounds_and_falls_with_noise():
 
 
 def test_summary_names_its_figures_and_is_json():
-    s = load_strategy("dp-mean", clip=1.5, noise_multiplier=0.8, delta=1e-6)
+    s = load_strategy("dp-mean", clip=1.5, noise_multiplier=0.8, delta=1e-6, cohort=3)
     s.aggregate(1, _replies(ROWS))
     summ = json.loads(json.dumps(s.summary()))
     assert summ["clip"] == 1.5 and summ["noise_multiplier"] == 0.8 and summ["delta"] == 1e-6
@@ -97,9 +97,25 @@ def test_summary_names_its_figures_and_is_json():
     ({"delta": 1.0}, r"delta must be in \(0, 1\)"),
     ({"seed": -1}, "seed must be an integer"),
     ({"seed": 1.5}, "seed must be an integer"),
+    ({"cohort": 0}, "cohort must be an integer >= 1"),
     ({"epsilon": 1.0}, "unexpected keyword"),
 ])
 def test_bad_arguments_are_one_line_strategy_errors(kwargs, match):
     with pytest.raises(StrategyError, match=match) as err:
         load_strategy("dp-mean", **kwargs)
     assert "\n" not in str(err.value)
+
+
+def test_divides_by_the_configured_cohort_not_by_the_replies_that_came():
+    """DP-FedAvg's fixed denominator: two of a cohort of four answered (the others crashed), so
+    the sum is divided by 4; the count of replies never enters the released value."""
+    s = load_strategy("dp-mean", clip=10.0, noise_multiplier=1e-12)
+    with pytest.raises(ValueError, match="needs the cohort size"):
+        s.aggregate(1, _replies(ROWS[:2]))
+    s.configure(clients_per_round=4)
+    got = s.aggregate(1, _replies(ROWS[:2]))
+    np.testing.assert_allclose(got, np.array([3.0 + 6.0, 4.0 + 8.0, 0.0]) / 4, atol=1e-9)
+    assert s.summary()["cohort"] == 4
+    explicit = load_strategy("dp-mean", cohort=2)
+    explicit.configure(clients_per_round=4)  # an explicit argument wins
+    assert explicit.cohort == 2
