@@ -15,6 +15,7 @@ from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
+from clients.busy import busy
 from clients.faults import SimulatedCrash
 from clients.protocol import (
     DenseRes,
@@ -120,15 +121,20 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
     def train(msg: Message, context: Context) -> Message:
         c = run_cfg(context)
         try:
-            if c.method != "prge":
-                return train_dense(msg, c, context)
-            return train_prge(msg, c, context)
+            with busy(device_dir, int(context.node_config["partition-id"])):
+                if c.method != "prge":
+                    return train_dense(msg, c, context)
+                return train_prge(msg, c, context)
         except SimulatedCrash as crash:  # an expected fault: an error reply, no traceback logged
             return Message(error=Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
                                        reason=str(crash)), reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
+        with busy(device_dir, int(context.node_config["partition-id"])):
+            return personalize(msg, context)
+
+    def personalize(msg: Message, context: Context) -> Message:
         c = run_cfg(context)
         worker = worker_for(c)
         if c.method == "prge":

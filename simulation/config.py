@@ -86,7 +86,9 @@ class Config:
     crash_prob: float = 0.0  # the device crashes while training: it answers with an error
     straggle_prob: float = 0.0  # the device answers `straggle-s` seconds late
     straggle_s: float = 2.0
-    round_deadline_s: float = 0.0  # the server waits at most this long for replies (0: no limit)
+    # the server waits at most this long for a round's replies: seconds, auto (from the work of
+    # the rounds so far, simulation/deadline.py) or 0 (no limit: one hung client stalls the run)
+    round_deadline_s: float | str = "auto"
     byzantine_fraction: float = 0.0  # clients that corrupt what they send (a fixed set)
     byzantine_attack: str = "scale"  # scale | sign-flip | random
     byzantine_scale: float = 100.0
@@ -135,7 +137,9 @@ class Config:
             ("crash-prob", 0 <= self.crash_prob <= 1, "must be in [0, 1]"),
             ("straggle-prob", 0 <= self.straggle_prob <= 1, "must be in [0, 1]"),
             ("straggle-s", self.straggle_s >= 0, "must be >= 0"),
-            ("round-deadline-s", self.round_deadline_s >= 0, "must be >= 0"),
+            ("round-deadline-s", self.round_deadline_s == "auto" or (
+                isinstance(self.round_deadline_s, float) and self.round_deadline_s >= 0),
+             "must be auto or a number of seconds >= 0"),
             ("byzantine-fraction", 0 <= self.byzantine_fraction < 1, "must be in [0, 1)"),
             ("byzantine-attack", self.byzantine_attack in ATTACKS,
              f"must be one of {', '.join(ATTACKS)}"),
@@ -227,6 +231,11 @@ def _coerce(key: str, value: Any, typ: Any, from_text: bool) -> Any:
         if isinstance(value, str):
             return value
         raise bad
+    if typ == float | str:  # a number, or a word such as "auto"
+        try:
+            return _coerce(key, value, float, from_text)
+        except ConfigError:
+            return _coerce(key, value, str, from_text)
     raise bad
 
 

@@ -7,6 +7,7 @@ touches seeds and scalars alone.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections import Counter
@@ -20,6 +21,7 @@ from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid, ServerApp
 from tqdm import tqdm
 
+from clients.busy import stop_busy
 from clients.faults import adversaries, draw_faults
 from clients.partition import client_data, partition_indices
 from clients.protocol import TrainIns, encode_log, encode_tensor, encode_train_ins
@@ -31,6 +33,7 @@ from prge.update_log import LogEntry, replay, theta_hash
 from simulation.build import build
 from simulation.checkpoint import Checkpoint, keep_lines, load_checkpoint, save_checkpoint
 from simulation.config import Config, config_from_mapping
+from simulation.deadline import Deadlines
 from simulation.rundir import JsonlWriter, new_run_dir, read_jsonl, write_json
 from simulation.validate import error_reason, validate_reply
 from strategies.base import ScalarReply
@@ -81,6 +84,7 @@ class FederatedServer:
         self.pid_of: dict[int, int] = {}  # Flower node id -> partition id
         self.totals = Counter()
         self._eval_warm = False
+        self.deadlines = Deadlines(cfg.round_deadline_s)
         self.checkpoint = load_checkpoint(run_dir) if resume else None
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
@@ -217,7 +221,7 @@ class FederatedServer:
         valid: list[ScalarReply] = []
         rejected: Counter = Counter()
         bytes_up = 0
-        timeout = cfg.round_deadline_s or None  # replies after the deadline are discarded
+        timeout = self.deadlines.round()  # replies after the deadline are discarded
         resent = self.totals["resent"]
         unanswered = {self.pid_of[m.metadata.dst_node_id] for m in messages}
         for reply in self.exchange(messages, timeout=timeout):
@@ -276,6 +280,9 @@ class FederatedServer:
             record["train_loss"] = float(weights @ losses / weights.sum())
         record.update(theta_hash=theta_hash(self.theta), log_len=len(self.log),
                       round_s=time.perf_counter() - t0)
+        if timeout:
+            record["deadline_s"] = timeout
+        self.deadlines.observe(record["round_s"], complete=not missing)
         return record
 
     def train_ins(self, pid: int, server_round: int, seeds: list[int], lr: float) -> dict:
@@ -312,9 +319,14 @@ class FederatedServer:
                                     dst_node_id=self.node_of[pid], message_type="evaluate"))
             self.totals["bytes_down_eval"] += wire_size(messages[-1])
         rows = []
-        for reply in self.exchange(messages):
+        cfg = self.cfg
+        timeout = self.deadlines.personalization(cfg.num_clients, cfg.clients_per_round,
+                                                 cfg.personal_steps, cfg.local_steps)
+        unanswered = set(range(cfg.num_clients))
+        for reply in self.exchange(messages, timeout=timeout):
             self.totals["bytes_up_eval"] += wire_size(reply)
             pid = self.pid_of.get(reply.metadata.src_node_id, -1)
+            unanswered.discard(pid)
             if reply.has_error():
                 rows.append({"client": pid, "error": reply.error.reason[:200]})
                 continue
@@ -322,6 +334,7 @@ class FederatedServer:
             rows.append({"client": pid, "num_test": int(m["num-test"]),
                          **({"global_acc": float(m["global-acc"]),
                              "personal_acc": float(m["personal-acc"])} if "global-acc" in m else {})})
+        rows += [{"client": pid, "error": "late"} for pid in unanswered]
         return sorted(rows, key=lambda r: r["client"])
 
     # -- the whole run ------------------------------------------------------------------------
@@ -400,6 +413,13 @@ def build_server_app(cfg: Config | None = None, run_dir: Path | None = None,
         if run_dir is None:
             write_json(out / "config.json", run_cfg.to_dict())
         FederatedServer(run_cfg, out, grid, progress, resume=resume).run()
+        # Flower's runtime waits for every message it handed out before it exits: stop the
+        # clients still working on one (a straggler past its deadline, a hung device)
+        logging.getLogger("flwr").setLevel(logging.CRITICAL)  # their end is expected, not news
+        stopped = stop_busy(out / "devices")
+        if stopped:
+            print(f"fedprge: stopped the processes of {len(stopped)} client(s) still busy after "
+                  f"their deadline: {sorted(stopped)}", file=sys.stderr)
 
     return app
 

@@ -1,6 +1,8 @@
 """End-to-end federated runs on the tiny model: the real Flower simulation engine on Ray."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -185,6 +187,21 @@ def test_a_late_straggler_is_served_from_the_log_it_really_holds(tmp_path):
     length = [0] + [m["log_len"] for m in rounds]  # log length after round t, t = 0..4
     for t in range(2, len(rounds) + 1):
         assert rounds[t - 1]["log_entries_down"] == 3 * (length[t - 1] - length[t - 2])
+
+
+def test_a_hung_client_cannot_stall_the_run(tmp_path):
+    """Client 1 hangs in round 2 (seed 3; it sleeps for an hour). The deadline cuts it off, and
+    when the rounds are over its process is stopped so that the run exits."""
+    out = tmp_path / "hung"
+    args = [a for kv in ("seed=3", "num-clients=3", "clients-per-round=2", "straggle-prob=0.2",
+                         "straggle-s=3600", "round-deadline-s=5", "rounds=3", "personal-steps=0",
+                         "client-eval-size=0") for a in ("--set", kv)]
+    proc = subprocess.run([sys.executable, "-m", "simulation.cli", "run", *FED, *args, "--out",
+                           str(out), "--quiet"], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rounds = [m for m in read_jsonl(out / "metrics.jsonl") if m["round"] > 0]
+    assert [m.get("rejected_reasons", {}) for m in rounds] == [{}, {"late": 1}, {}]
+    assert "stopped the processes of 1 client(s) still busy after their deadline: [1]" in proc.stderr
 
 
 def test_byzantine_clients_are_simulated_and_the_median_absorbs_them(tmp_path):
