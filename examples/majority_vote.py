@@ -17,6 +17,7 @@ from strategies import ScalarReply, ScalarStrategy
 
 class MajorityVote(ScalarStrategy):
     name = "majority-vote"
+    state_keys = ("ties",)
 
     def __init__(self, scale: float = 1.0):
         if not scale > 0:

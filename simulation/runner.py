@@ -11,6 +11,7 @@ import os
 import warnings
 from pathlib import Path
 
+from simulation.checkpoint import CheckpointError, load_checkpoint
 from simulation.config import Config, ConfigError
 from simulation.quiet import quiet_library_warnings
 from simulation.rundir import new_run_dir, write_json
@@ -50,6 +51,10 @@ def resume_config(run_dir: str | Path) -> Config:
         raise ConfigError(f"{str(run_dir)!r} is not a run directory (no config.json)")
     if (run_dir / "summary.json").is_file():
         raise ConfigError(f"run {str(run_dir)!r} has already finished (summary.json exists)")
+    try:
+        load_checkpoint(run_dir)  # readable, or one line now rather than a traceback from Ray
+    except CheckpointError as err:
+        raise ConfigError(str(err)) from None
     return config_from_mapping(json.loads((run_dir / "config.json").read_text()))
 
 

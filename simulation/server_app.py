@@ -110,17 +110,18 @@ class FederatedServer:
             raise RuntimeError(f"{self.run_dir}/update_log.jsonl does not rebuild the checkpoint")
         self.held = dict(ckpt.held)
         self.totals = Counter(ckpt.totals)
-        if ckpt.strategy is not None:
-            self.strategy = ckpt.strategy
-        else:  # it could not be pickled: say so rather than silently restart its state
-            print(f"fedprge: warning: strategy {self.cfg.strategy!r} could not be checkpointed; "
+        if ckpt.strategy_state is not None:
+            self.strategy.load_state_dict(ckpt.strategy_state)
+        else:  # it has no state_dict(): say so rather than silently restart its state
+            print(f"fedprge: warning: strategy {self.cfg.strategy!r} has no state_dict(); "
                   "it resumes without its state from earlier rounds", file=sys.stderr)
 
     def save_checkpoint(self, server_round: int, zero: dict, last: dict, elapsed: float) -> None:
         save_checkpoint(self.run_dir, Checkpoint(
             round=server_round, theta=self.theta.numpy().copy(), log_len=len(self.log),
             metrics_lines=server_round + 1, held=dict(self.held), totals=dict(self.totals),
-            strategy=self.strategy, zero_eval=zero, last_eval=last, elapsed_s=elapsed))
+            strategy_state=self.strategy.state_dict(), zero_eval=zero, last_eval=last,
+            elapsed_s=elapsed))
 
     # -- set-up -------------------------------------------------------------------------------
     def discover_nodes(self) -> None:
@@ -258,6 +259,9 @@ class FederatedServer:
         if self.totals["resent"] > resent:
             record["resent"] = self.totals["resent"] - resent
         if valid:
+            # in partition order, not arrival order: float sums depend on their order, and a run
+            # must not depend on which client process finished first
+            valid.sort(key=lambda r: r.partition_id)
             size = len(seeds) if cfg.method == "prge" else self.setup.scorer.dim
             try:
                 agg = np.asarray(self.strategy.aggregate(server_round, valid), dtype=np.float64)

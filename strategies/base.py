@@ -8,7 +8,8 @@ Writing your own: subclass `ScalarStrategy`, implement `aggregate`, load it with
 `--set strategy=package.module:ClassName` (built-ins are listed in `strategies.loader.BUILT_IN`).
 
 - Input: `aggregate(server_round, replies)` gets the round number (1, 2, ...) and a list of >= 1
-  `ScalarReply`: `partition_id` (which client), `grads` ((K*q,) float64, finite, step-major),
+  `ScalarReply`, sorted by partition id (whatever order they arrived in, so that float sums and
+  hence the run are reproducible): `partition_id` (which client), `grads` ((K*q,) float64, finite, step-major),
   `num_examples` (>= 1, the client's training examples, for weighting) and `train_loss`. The
   server has already dropped bad replies (wrong round or model, wrong length, non-finite values);
   clients that did not answer are absent, so the number of replies can change between rounds.
@@ -18,6 +19,10 @@ Writing your own: subclass `ScalarStrategy`, implement `aggregate`, load it with
   metrics and goes on with the next round.
 - State: one instance lives for the whole run, so keep anything that spans rounds (counters, a
   privacy budget, momentum) on `self`, and change it only once the round's result is computed.
+  For `fedprge run --resume`, name that state in `state_keys` (attribute names whose values are
+  JSON values: numbers, strings, lists, dicts); the default `state_dict()` / `load_state_dict()`
+  save and restore them in each checkpoint, or override both. A stateless strategy sets
+  `state_keys = ()`. Without either, a resumed run warns and starts the strategy afresh.
   `summary()` is called once at the end; its dict goes under "strategy_summary" in the run's
   summary.json, so keep it JSON-serialisable (plain floats, ints, strings).
 - Cohort: before round 1 (and again on a resume) the server calls
@@ -51,6 +56,18 @@ class ScalarStrategy:
     """Base class: `aggregate` gets >= 1 valid replies and returns (K*q,) finite float64 scalars."""
 
     name = "base"
+    state_keys: tuple[str, ...] | None = None  # attributes that carry state across rounds
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """The state a checkpoint saves (JSON values), or None: this strategy cannot say."""
+        if self.state_keys is None:
+            return None
+        return {key: getattr(self, key) for key in self.state_keys}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned, on a resumed run."""
+        for key, value in state.items():
+            setattr(self, key, value)
 
     def aggregate(self, server_round: int, replies: list[ScalarReply]) -> np.ndarray:
         raise NotImplementedError

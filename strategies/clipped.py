@@ -26,6 +26,7 @@ class ClippedMean(ScalarStrategy):
     """
 
     name = "clipped-mean"
+    state_keys = ("clipped", "replies")
 
     def __init__(self, clip: float = 10.0):
         self.clip = as_float("clip", clip)

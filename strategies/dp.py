@@ -41,6 +41,7 @@ class DPGaussianMean(ScalarStrategy):
     """
 
     name = "dp-mean"
+    state_keys = ("rounds",)
 
     def __init__(self, clip: float = 10.0, noise_multiplier: float = 1.0, delta: float = 1e-5,
                  seed: int = 0, cohort: int | None = None):

@@ -9,6 +9,7 @@ from strategies.base import ScalarReply, ScalarStrategy, stack
 
 class WeightedMean(ScalarStrategy):
     name = "mean"
+    state_keys = ()
 
     def aggregate(self, server_round: int, replies: list[ScalarReply]) -> np.ndarray:
         grads, weights = stack(replies)

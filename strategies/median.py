@@ -16,6 +16,7 @@ class CoordinateMedian(ScalarStrategy):
     """
 
     name = "median"
+    state_keys = ()
 
     def aggregate(self, server_round: int, replies: list[ScalarReply]) -> np.ndarray:
         grads, _ = stack(replies)

@@ -22,6 +22,7 @@ class TrimmedMean(ScalarStrategy):
     """
 
     name = "trimmed-mean"
+    state_keys = ()
 
     def __init__(self, trim: float = 0.2):
         self.trim = as_float("trim", trim)

@@ -228,9 +228,12 @@ def test_a_client_claiming_more_examples_than_it_holds_is_rejected(tmp_path):
 
 
 class Flaky(ScalarStrategy):
-    """Raises in round 2, returns NaN in round 3, the mean otherwise."""
+    """Raises in round 2, returns NaN in round 3, the mean otherwise; and fails any round whose
+    replies are not in partition order (arrival order would make float sums irreproducible)."""
 
     def aggregate(self, server_round, replies):
+        pids = [r.partition_id for r in replies]
+        assert pids == sorted(pids), f"replies out of order: {pids}"
         if server_round == 2:
             raise ZeroDivisionError("plug-in bug")
         grads = np.mean([r.grads for r in replies], axis=0)

@@ -18,7 +18,9 @@ from tests.simulation.test_cli import fedprge
 from tests.simulation.test_federated import FED
 
 ROUNDS = 6
-ARGS = [*FED, "--set", f"rounds={ROUNDS}", "--set", "strategy=trimmed-mean"]  # a strategy with state
+# clipped-mean counts clipped replies across rounds: a resumed run must restore the counts
+ARGS = [*FED, "--set", f"rounds={ROUNDS}", "--set", "strategy=clipped-mean",
+        "--set", "strategy-args.clip=0.5"]
 
 
 def _session_procs(sid: int) -> dict[int, str]:
@@ -104,7 +106,7 @@ def _ahead_of_checkpoint(run: Path, final: bool) -> bool:
     """A device holds more of the log than the last checkpoint says it does, and had some of it
     already: the state a kill leaves when it lands after a client stored its new log tail but
     before the server checkpointed the round. `final`: during personalization."""
-    if not (run / "checkpoint.pkl").exists() or (run / "clients.json").exists():
+    if not (run / "checkpoint.json").exists() or (run / "clients.json").exists():
         return False
     ckpt = load_checkpoint(run)
     if final != (ckpt.round == ROUNDS):
@@ -191,20 +193,47 @@ def test_keep_lines_drops_what_came_after_the_checkpoint(tmp_path):
     assert read_jsonl(path) == [{"round": 0}, {"round": 1}]
 
 
-def test_an_unpicklable_strategy_is_checkpointed_without_its_state(tmp_path):
+def test_checkpoints_are_data_only_and_keep_the_strategys_state(tmp_path):
     import numpy as np
 
     from simulation.checkpoint import Checkpoint, save_checkpoint
 
-    class Unpicklable:
-        fn = staticmethod(lambda: None)
-
-        def __init__(self):
-            self.local = lambda: None  # lambdas do not pickle
-
-    ckpt = Checkpoint(round=2, theta=np.zeros(3, dtype=np.float32), log_len=4, metrics_lines=3,
-                      held={0: 4}, totals={"bytes_up": 10}, strategy=Unpicklable(), zero_eval={},
-                      last_eval={}, elapsed_s=1.5)
-    save_checkpoint(tmp_path, ckpt)
+    for r in (1, 2):
+        save_checkpoint(tmp_path, Checkpoint(
+            round=r, theta=np.arange(3, dtype=np.float32) * r, log_len=4 * r, metrics_lines=r + 1,
+            held={0: 4, 7: 8}, totals={"bytes_up": 10}, strategy_state={"clipped": 3},
+            zero_eval={"test_acc": 0.5}, last_eval={}, elapsed_s=1.5))
     back = load_checkpoint(tmp_path)
-    assert back.strategy is None and back.round == 2 and back.held == {0: 4}
+    assert back.round == 2 and back.held == {0: 4, 7: 8} and back.strategy_state == {"clipped": 3}
+    np.testing.assert_array_equal(back.theta, [0.0, 2.0, 4.0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2.npy", "checkpoint.json"]
+
+
+def test_a_pickled_checkpoint_is_never_loaded(tmp_path):
+    """Resuming a run directory must not run code from it: a legacy checkpoint.pkl is refused
+    with one line, and the payload it carries never runs."""
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": "tiny"}))
+    (run / "checkpoint.pkl").write_bytes(pickle.dumps(Payload()))
+    proc = fedprge("run", "--resume", str(run))
+    assert proc.returncode == 2 and "not loaded (unpickling can run code)" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "pwned").exists()
+
+
+def test_a_strategy_without_state_keys_warns_on_resume():
+    from strategies import ScalarStrategy
+    from strategies.loader import BUILT_IN
+
+    assert ScalarStrategy().state_dict() is None  # the server then warns and starts it afresh
+    for cls in BUILT_IN.values():  # every built-in says what its state is
+        assert cls().state_dict() is not None
+    clipped = BUILT_IN["clipped-mean"]()
+    clipped.load_state_dict({"clipped": 5, "replies": 9})
+    assert clipped.summary()["clipped"] == 5 and clipped.state_dict() == {"clipped": 5, "replies": 9}
