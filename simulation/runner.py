@@ -13,6 +13,7 @@ from pathlib import Path
 
 from simulation.checkpoint import CheckpointError, load_checkpoint
 from simulation.config import Config, ConfigError
+from simulation.environment import record_environment
 from simulation.quiet import quiet_library_warnings
 from simulation.rundir import new_run_dir, write_json
 
@@ -84,6 +85,7 @@ def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = T
     else:
         run_dir = new_run_dir(cfg.out, "run", out)
         write_json(run_dir / "config.json", cfg.to_dict())
+    record_environment(run_dir)  # one record per process that works on the run
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run_simulation(server_app=build_server_app(cfg, run_dir, progress, resume=bool(resume)),

@@ -34,6 +34,7 @@ from simulation.build import build
 from simulation.checkpoint import Checkpoint, keep_lines, load_checkpoint, save_checkpoint
 from simulation.config import Config, config_from_mapping
 from simulation.deadline import Deadlines
+from simulation.environment import record_environment
 from simulation.rundir import JsonlWriter, new_run_dir, read_jsonl, write_json
 from simulation.validate import error_reason, validate_reply
 from strategies.base import ScalarReply
@@ -414,8 +415,9 @@ def build_server_app(cfg: Config | None = None, run_dir: Path | None = None,
     def main(grid: Grid, context: Context) -> None:
         run_cfg = cfg or config_from_mapping(dict(context.run_config))
         out = run_dir or new_run_dir(run_cfg.out, "run")
-        if run_dir is None:
+        if run_dir is None:  # `flwr run .`: this app made the directory
             write_json(out / "config.json", run_cfg.to_dict())
+            record_environment(out)
         FederatedServer(run_cfg, out, grid, progress, resume=resume).run()
         # Flower's runtime waits for every message it handed out before it exits: stop the
         # clients still working on one (a straggler past its deadline, a hung device)

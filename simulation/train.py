@@ -20,6 +20,7 @@ from prge.perturb import derive_seed
 from prge.prefix_cache import cache_summary, warm_examples
 from simulation.build import build
 from simulation.config import Config
+from simulation.environment import record_environment
 from simulation.rundir import JsonlWriter, new_run_dir, write_json
 
 LENGTH_WINDOW = 8  # batch-order=length regroups the examples of this many steps of one epoch
@@ -53,6 +54,7 @@ def train(cfg: Config, out: str | Path | None = None, progress: bool = True) -> 
     setup = build(cfg)
     run_dir = new_run_dir(cfg.out, "train", out)
     write_json(run_dir / "config.json", cfg.to_dict())
+    record_environment(run_dir)
     train_set = setup.task.train
     test_set = setup.task.test[: cfg.eval_size or None]
     theta = setup.scorer.layout.zeros()

@@ -9,9 +9,10 @@ Writing your own: subclass `ScalarStrategy`, implement `aggregate`, load it with
 
 - Input: `aggregate(server_round, replies)` gets the round number (1, 2, ...) and a list of >= 1
   `ScalarReply`, sorted by partition id (whatever order they arrived in, so that float sums and
-  hence the run are reproducible): `partition_id` (which client), `grads` ((K*q,) float64, finite, step-major),
-  `num_examples` (>= 1, the client's training examples, for weighting) and `train_loss`. The
-  server has already dropped bad replies (wrong round or model, wrong length, non-finite values);
+  hence the run are reproducible): `partition_id` (which client), `grads` ((K*q,) float64,
+  finite, step-major), `num_examples` (>= 1, at most the client's training examples, for
+  weighting) and `train_loss`. The server has already dropped bad replies (wrong round or model,
+  wrong length, non-finite values, example counts above the client's partition);
   clients that did not answer are absent, so the number of replies can change between rounds.
 - Output: a (K*q,) array of finite float64 scalars, one per seed, in the same order as `grads`.
 - Failure: if `aggregate` raises, or returns a wrong length or a non-finite value, the server

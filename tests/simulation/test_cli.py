@@ -26,6 +26,8 @@ def test_train_writes_a_run_directory(tmp_path):
     assert proc.returncode == 0, proc.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "tiny" and config["q"] == 4
+    [env] = json.loads((out / "environment.json").read_text())  # what "bit for bit" is scoped to
+    assert env["versions"]["torch"].startswith("2.") and env["versions"]["flwr"] and env["cpu"]
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == list(range(7))
     assert [m["step"] for m in metrics if "test_acc" in m] == [0, 3, 6]

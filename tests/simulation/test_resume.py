@@ -145,6 +145,7 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, reference, 
     resumed = fedprge("run", "--resume", str(killed), "--quiet")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _assert_same_run(killed, reference)
+    assert len(json.loads((killed / "environment.json").read_text())) == 2  # start + resume
 
     again = fedprge("run", "--resume", str(killed))
     assert again.returncode == 2 and "already finished" in again.stderr
