@@ -28,7 +28,7 @@ from clients.protocol import (
     encode_train_res,
 )
 from clients.worker import worker_for
-from prge.update_log import LogEntry, theta_hash
+from prge.update_log import LogEntry
 from simulation.config import Config, config_from_mapping
 
 LOG_KEY = "update-log"
@@ -104,7 +104,9 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
         pid = int(context.node_config["partition-id"])
         delta, n, loss = worker.train_dense(pid, theta, int(ins["server-round"]), float(ins["eps"]),
                                             float(ins["lr"]), prefix_store(context))
-        res = DenseRes(int(ins["server-round"]), delta, n, loss, theta_hash(theta))
+        # the hash of the theta it trained from, under its own model: a device with another base
+        # model or A fails the server's check even though it received the right theta
+        res = DenseRes(int(ins["server-round"]), delta, n, loss, worker.state_hash(theta))
         return Message(RecordDict({"res": ConfigRecord(encode_dense_res(res))}), reply_to=msg)
 
     def train_prge(msg: Message, c: Config, context: Context) -> Message:

@@ -13,7 +13,8 @@ Client -> server (one ConfigRecord, "res"):
     grads         list[float]  K*q projected gradients, same order as `seeds`
     num-examples  int          training examples the client holds
     train-loss    float
-    theta-hash    str          hash of the theta_t the client rebuilt from the log
+    theta-hash    str          hash of the theta_t the client rebuilt from the log, under
+                               its base model and frozen A (prge.update_log.state_hash)
 The "evaluate" message carries the same log fields plus `personal-steps`; its reply carries
 accuracies. q is part of the run config; every entry's update divides by it.
 """
@@ -117,7 +118,8 @@ def decode_train_res(rec) -> TrainRes:
 # -- dense baselines (method = fo | zo-dense): the adapter itself crosses the wire ----------------
 # Server -> client "train": server-round, lr, eps, theta (bytes: float32 B's, D x 4 bytes).
 # Client -> server "res": server-round, delta (bytes: float32, theta_local - theta), num-examples,
-# train-loss, theta-hash (of the theta received). float32 is what a device would send.
+# train-loss, theta-hash (of the theta received, under the client's model). float32 is what a
+# device would send.
 
 
 def encode_tensor(t: torch.Tensor) -> bytes:

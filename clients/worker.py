@@ -33,7 +33,8 @@ from prge.evaluate import evaluate
 from prge.first_order import fo_step
 from prge.perturb import derive_seed
 from prge.prefix_cache import PrefixCachedEngine, warm_examples
-from prge.update_log import LogEntry, ThetaCache, theta_hash
+from prge.scorer import model_fingerprint
+from prge.update_log import LogEntry, ThetaCache, state_hash
 from simulation.build import Setup, build
 from simulation.config import Config
 
@@ -55,6 +56,10 @@ class ClientWorker:
         self.cache = ThetaCache(self.setup.scorer.dim)
         self._data: dict[int, ClientData] = {}
         self._lengths: dict[int, np.ndarray] = {}  # partition -> tokens per training example
+
+    def state_hash(self, theta: torch.Tensor) -> str:
+        """The hash a reply carries: theta under this device's base model and A."""
+        return state_hash(theta, model_fingerprint(self.setup.scorer))
 
     @cached_property
     def shares(self) -> list[list[int]]:
@@ -126,7 +131,7 @@ class ClientWorker:
     def train(self, partition_id: int, log: list[LogEntry], server_round: int, seeds: list[int],
               eps: float, lr: float, store: Path | None = None) -> LocalResult:
         theta = self.cache.rebuild(log)  # theta_t, a fresh copy
-        rebuilt = theta_hash(theta)
+        rebuilt = self.state_hash(theta)
         data = self.data(partition_id, store)
         grads, losses = self.local_steps(theta, data, seeds, eps, lr, server_round, partition_id)
         sent = self.behave(np.asarray(grads, dtype=np.float64), server_round, partition_id)

@@ -16,6 +16,7 @@ embedding, LoRA-FA-wrapped projections) instead of the Hugging Face `forward`, f
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import torch
@@ -251,3 +252,19 @@ class LabelScorer(nn.Module):
                 thetas: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids (N, T), last_index (N,), thetas (C, D) or None -> logits (C, N, L)."""
         return self.suffix(self.prefix(input_ids), last_index, thetas)
+
+
+def model_fingerprint(scorer: LabelScorer) -> str:
+    """A digest of every fixed tensor of the model: base weights, the frozen A matrices, the label
+    rows, and the adapter's layout. Two processes agree on it only if they score with the same
+    model and the same A; hashed once per scorer (about a second for 135M parameters)."""
+    cached = getattr(scorer, "_fingerprint", None)
+    if cached is not None:
+        return cached
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(scorer.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    h.update(repr([(s.name, s.out_features, s.rank) for s in scorer.layout.slots]).encode())
+    scorer._fingerprint = h.hexdigest()
+    return scorer._fingerprint

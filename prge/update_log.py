@@ -49,6 +49,15 @@ def theta_hash(theta: torch.Tensor) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+def state_hash(theta: torch.Tensor, model: str) -> str:
+    """What a reply's `theta-hash` carries: theta's bytes under the model they adapt (`model`,
+    `prge.scorer.model_fingerprint`: base weights and frozen A), so a client that rebuilt the
+    right theta on another base model or another A still fails the server's check."""
+    h = hashlib.sha256(model.encode())
+    h.update(theta.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def log_digest(entries: Sequence[LogEntry], previous: str = "") -> str:
     """Chained digest of log entries: equal digests mean equal histories."""
     h = hashlib.sha256(previous.encode())

@@ -29,7 +29,8 @@ from prge.estimator import scheduled_lr
 from prge.evaluate import evaluate
 from prge.perturb import derive_seed
 from prge.prefix_cache import cache_summary, warm_examples
-from prge.update_log import LogEntry, replay, theta_hash
+from prge.scorer import model_fingerprint
+from prge.update_log import LogEntry, replay, state_hash, theta_hash
 from simulation.build import build
 from simulation.checkpoint import Checkpoint, keep_lines, load_checkpoint, save_checkpoint
 from simulation.config import Config, config_from_mapping
@@ -207,7 +208,7 @@ class FederatedServer:
         base_lr = cfg.fo_lr if cfg.method == "fo" else cfg.lr
         lr = scheduled_lr(base_lr, server_round - 1, cfg.rounds, cfg.lr_schedule)
         seeds = self.round_seeds(server_round)
-        expected = theta_hash(self.theta)
+        expected = state_hash(self.theta, model_fingerprint(self.setup.scorer))
         messages, bytes_down, entries_down = [], 0, 0
         sent_len = len(self.log)  # what every client reached this round holds once it has read it
         cohort = self.cohort(server_round)

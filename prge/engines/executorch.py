@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from prge.quantize import check_scheme, ensure_runtime_kernels, quantized_copy
-from prge.scorer import LabelScorer
+from prge.scorer import LabelScorer, model_fingerprint
 from prge.tasks import Batch
 
 _LOADED: dict[str, object] = {}  # cache key -> loaded ExecuTorch method, per process
@@ -70,16 +70,6 @@ def prune_cache(folder: Path, budget: int, keep: Path) -> list[Path]:
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
-
-
-def scorer_fingerprint(scorer: LabelScorer) -> str:
-    """A digest of every tensor baked into the program (base weights, frozen A, label rows)."""
-    h = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(scorer.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().contiguous().cpu().numpy().tobytes())
-    h.update(repr([(s.name, s.out_features, s.rank) for s in scorer.layout.slots]).encode())
-    return h.hexdigest()
 
 
 def prefix_fingerprint(scorer: LabelScorer) -> str:
@@ -151,7 +141,7 @@ class ExecuTorchEngine:
         self.cache_dir = Path(cache_dir)
         self.cache_budget = cache_budget
         self.log = log
-        self.fingerprint = scorer_fingerprint(scorer)
+        self.fingerprint = model_fingerprint(scorer)
         self._prefix_fingerprint: str | None = None  # hashed on first need: a full-program run never does
         self.lowering_s: dict[int, float] = {}  # copies -> seconds lowering the full program
         self.program_s: dict[str, float] = {}  # "kind CxRxT" -> seconds lowering (0 if cached)

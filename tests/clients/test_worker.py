@@ -29,3 +29,42 @@ def test_length_order_keeps_each_rounds_examples_and_pads_less():
         # and it is seeded: the same round draws the same batches again
         again = length._batches(length.data(0), 8, server_round, 0)
         assert all(np.array_equal(x.input_ids, y.input_ids) for x, y in zip(b, again, strict=True))
+
+
+def test_the_reply_hash_pins_the_base_model_and_A():
+    """A device that rebuilt the right theta on another base model or another A fails the
+    server's hash check (it would send gradients for another model)."""
+    import copy
+
+    import torch
+
+    from prge.perturb import derive_seed
+    from prge.scorer import model_fingerprint
+    from prge.update_log import LogEntry, replay, state_hash
+    from simulation.validate import validate_reply
+
+    sets = ["model=tiny", "engine=eager", "num-clients=2", "clients-per-round=2", "partition=iid",
+            "batch-size=4"]
+    server = ClientWorker(load_config(None, sets))  # the same build the server evaluates with
+    other = ClientWorker(load_config(None, [*sets, "seed=1"]))  # other base weights and A
+    log = [LogEntry(derive_seed(0, "log", i), 0.5, 0.1, 4) for i in range(3)]
+    theta = replay(server.setup.scorer.layout.zeros(), log)
+    expected = state_hash(theta, model_fingerprint(server.setup.scorer))
+    seeds = [derive_seed(0, "round", 1, j) for j in range(8)]
+
+    def reply_hash(worker):
+        return worker.train(0, log, 1, seeds, 1e-2, 0.1).theta_hash
+
+    assert reply_hash(ClientWorker(load_config(None, sets))) == expected  # a fresh process agrees
+    assert reply_hash(other) != expected
+    ok, reason = validate_reply({"server-round": 1, "grads": [0.0] * 8, "num-examples": 3,
+                                 "train-loss": 0.5, "theta-hash": reply_hash(other)},
+                                server_round=1, expected_hash=expected, dense=False, size=8,
+                                max_abs=1e6)
+    assert ok is None and reason == "hash-mismatch"
+    another_a = copy.deepcopy(server.setup.scorer)  # only one frozen A differs, by one value
+    with torch.no_grad():
+        another_a.state_dict()["layers.0.self_attn.q_proj.A"].view(-1)[0] += 1.0
+    another_a._fingerprint = None
+    assert state_hash(theta, model_fingerprint(another_a)) != expected
+    assert state_hash(theta, model_fingerprint(server.setup.scorer)) == expected
