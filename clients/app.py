@@ -21,6 +21,7 @@ from clients.protocol import (
     DenseRes,
     ProtocolError,
     TrainRes,
+    Wire,
     decode_log,
     decode_tensor,
     decode_train_ins,
@@ -89,6 +90,9 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
             return None
         return Path(device_dir) / f"{int(context.node_config['partition-id'])}.prefix.npz"
 
+    def wire(c: Config) -> Wire:
+        return Wire(c.seed, c.local_steps * c.q, c.q, c.scalar_bits)
+
     def run_cfg(context: Context) -> Config:
         return cfg or config_from_mapping(dict(context.run_config))
 
@@ -110,14 +114,15 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
         return Message(RecordDict({"res": ConfigRecord(encode_dense_res(res))}), reply_to=msg)
 
     def train_prge(msg: Message, c: Config, context: Context) -> Message:
-        ins = decode_train_ins(msg.content["ins"], c.q)
+        ins = decode_train_ins(msg.content["ins"], wire(c))
         log = _extend_log(context, ins.log_start, ins.log_tail, c.q, device(context))
         pid = int(context.node_config["partition-id"])
         result = worker_for(c).train(pid, log, ins.server_round, ins.seeds, ins.eps, ins.lr,
                                      prefix_store(context))
         res = TrainRes(ins.server_round, result.grads, result.num_examples, result.train_loss,
                        result.theta_hash)
-        return Message(RecordDict({"res": ConfigRecord(encode_train_res(res))}), reply_to=msg)
+        return Message(RecordDict({"res": ConfigRecord(encode_train_res(res, c.scalar_bits))}),
+                       reply_to=msg)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
@@ -140,7 +145,7 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
         c = run_cfg(context)
         worker = worker_for(c)
         if c.method == "prge":
-            start, tail = decode_log(msg.content["ins"], c.q)
+            start, tail = decode_log(msg.content["ins"], wire(c))
             theta = worker.cache.rebuild(_extend_log(context, start, tail, c.q, device(context)))
         else:
             theta = decode_tensor(msg.content["ins"]["theta"], worker.setup.scorer.dim)

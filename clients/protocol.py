@@ -1,32 +1,50 @@
-"""The wire format between the server and an edge client: seeds and scalars only.
+"""The wire format between the server and an edge client: derived seeds and packed scalars.
+
+Both sides know the run seed, K and q (the run config), so seeds never cross the wire: entry j of
+round r's block is the direction z(derive_seed(run seed, "round", r, j)), j = 0 .. K*q - 1
+(`round_seeds`). The update log grows by one block of K*q entries per round whose aggregate was
+applied, so the tail a client lacks is a list of blocks: their rounds, step sizes and scalars.
+
+Scalars travel as packed bytes at `scalar-bits` (`encode_scalars`), one block at a time:
+    32  float32, 4 bytes each (the default)
+    16  float16, 2 bytes each
+     8  one signed byte e, then int8 values v: x = v * 2**e, with e the smallest exponent such
+        that max|x| / 2**e <= 127 (e >= -128) and v = round(x / 2**e) (halves to even)
+A power-of-two scale makes the rule idempotent (encoding decoded values gives the same bytes), so
+the server can send again what it logged. The server aggregates the decoded client scalars in
+float64, rounds the aggregate by the same rule and logs exactly that: what it replays is what
+every client replays.
 
 Server -> client, message type "train" (one ConfigRecord, "ins"):
     server-round  int
     log-start     int          index of the first log entry sent (what the client already holds)
-    log-seeds     list[int]    seeds of the log entries the client has not seen
-    log-grads     list[float]  their aggregated projected gradients
-    log-lrs       list[float]  step size in force for each entry
-    seeds         list[int]    K*q seeds for this round's local steps (step-major)
-    eps, lr       float
+    log-rounds    list[int]    the round of each block of the tail (K*q entries each)
+    log-lrs       list[float]  the step size of each block
+    log-grads     bytes        the tail's aggregated scalars, block after block, packed
+    eps, lr       float        this round's perturbation size and step size
 Client -> server (one ConfigRecord, "res"):
     server-round  int
-    grads         list[float]  K*q projected gradients, same order as `seeds`
+    grads         bytes        K*q projected gradients, step-major, packed
     num-examples  int          training examples the client holds
     train-loss    float
-    theta-hash    str          hash of the theta_t the client rebuilt from the log, under
-                               its base model and frozen A (prge.update_log.state_hash)
+    theta-hash    str          hash of the theta_t the client rebuilt from the log, under its
+                               base model and frozen A (prge.update_log.state_hash)
 The "evaluate" message carries the same log fields plus `personal-steps`; its reply carries
 accuracies. q is part of the run config; every entry's update divides by it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from prge.perturb import derive_seed
 from prge.update_log import LogEntry
+
+SCALAR_BITS = (32, 16, 8)
 
 
 class ProtocolError(ValueError):
@@ -37,12 +55,74 @@ class WrongLengthError(ProtocolError):
     """A tensor field of the wrong size (a reply for another model or adapter)."""
 
 
+def round_seeds(run_seed: int, server_round: int, n: int) -> list[int]:
+    """The K*q seeds of a round's block, step-major: what both sides derive, never send."""
+    return [derive_seed(run_seed, "round", server_round, j) for j in range(n)]
+
+
+# -- packed scalars -------------------------------------------------------------------------------
+
+
+def packed_size(n: int, bits: int) -> int:
+    return {32: 4 * n, 16: 2 * n, 8: 1 + n}[bits]
+
+
+def _exponent(m: float) -> int:
+    """The smallest e in [-128, 127] with m / 2**e <= 127 (m = max |x| >= 0, finite)."""
+    if m == 0:
+        return -128
+    e = min(127, max(-128, math.ceil(math.log2(m) - math.log2(127))))
+    while e < 127 and m / 2.0**e > 127:  # log2 rounding
+        e += 1
+    while e > -128 and m / 2.0 ** (e - 1) <= 127:
+        e -= 1
+    return e
+
+
+def encode_scalars(values, bits: int) -> bytes:
+    """One block of scalars as packed bytes (see the module docstring for the rules)."""
+    x = np.asarray(values, dtype=np.float64)
+    if bits == 32:
+        return x.astype("<f4").tobytes()
+    if bits == 16:
+        return x.astype("<f2").tobytes()
+    if not np.isfinite(x).all():  # an int8 block has no code for inf or NaN
+        raise ProtocolError("scalars to pack as int8 are not finite")
+    e = _exponent(float(np.abs(x).max()) if x.size else 0.0)
+    v = np.clip(np.rint(x / 2.0**e), -127, 127).astype(np.int8)
+    return np.int8(e).tobytes() + v.tobytes()
+
+
+def decode_scalars(data, bits: int, n: int) -> np.ndarray:
+    """(n,) float64 from one packed block; a wrong type or size is a ProtocolError."""
+    if not isinstance(data, bytes):
+        raise ProtocolError(f"scalar field has type {type(data).__name__}")
+    if len(data) != packed_size(n, bits):
+        raise WrongLengthError(f"scalar field holds {len(data)} bytes, expected "
+                               f"{packed_size(n, bits)}")
+    if bits == 32:
+        return np.frombuffer(data, dtype="<f4").astype(np.float64)
+    if bits == 16:
+        return np.frombuffer(data, dtype="<f2").astype(np.float64)
+    e = int(np.frombuffer(data[:1], dtype=np.int8)[0])
+    return np.frombuffer(data[1:], dtype=np.int8).astype(np.float64) * 2.0**e
+
+
+def quantize(values, bits: int) -> np.ndarray:
+    """What `values` become on the wire: the values the server logs and clients replay."""
+    x = np.asarray(values, dtype=np.float64)
+    return decode_scalars(encode_scalars(x, bits), bits, x.size)
+
+
+# -- messages -------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class TrainIns:
     server_round: int
     log_start: int
     log_tail: list[LogEntry]
-    seeds: list[int]
+    seeds: list[int]  # this round's, derived by the client
     eps: float
     lr: float
 
@@ -56,37 +136,63 @@ class TrainRes:
     theta_hash: str
 
 
-def encode_log(start: int, tail: list[LogEntry]) -> dict:
-    return {"log-start": start, "log-seeds": [e.seed for e in tail],
-            "log-grads": [e.grad for e in tail], "log-lrs": [e.lr for e in tail]}
+@dataclass(frozen=True)
+class Wire:
+    """What both sides know from the run config: how to read a log tail and a reply."""
+
+    run_seed: int
+    block: int  # K*q entries per round
+    q: int
+    bits: int = 32
 
 
-def decode_log(rec, q: int) -> tuple[int, list[LogEntry]]:
-    seeds, grads, lrs = list(rec["log-seeds"]), list(rec["log-grads"]), list(rec["log-lrs"])
-    if not len(seeds) == len(grads) == len(lrs):
+def encode_log(start: int, tail: list[LogEntry], rounds: list[int], wire: Wire) -> dict:
+    """The tail from `start` (whole blocks), with the round of each block."""
+    blocks = [tail[i:i + wire.block] for i in range(0, len(tail), wire.block)]
+    if len(blocks) != len(rounds) or any(len(b) != wire.block for b in blocks):
+        raise ValueError(f"a log tail of {len(tail)} entries is not {len(rounds)} blocks")
+    return {"log-start": start, "log-rounds": list(rounds),
+            "log-lrs": [float(b[0].lr) for b in blocks],
+            "log-grads": b"".join(encode_scalars([e.grad for e in b], wire.bits) for b in blocks)}
+
+
+def decode_log(rec, wire: Wire) -> tuple[int, list[LogEntry]]:
+    rounds, lrs, data = list(rec["log-rounds"]), list(rec["log-lrs"]), rec["log-grads"]
+    if len(rounds) != len(lrs):
         raise ProtocolError("log fields have different lengths")
-    return int(rec["log-start"]), [LogEntry(int(s), float(g), float(lr), q)
-                                   for s, g, lr in zip(seeds, grads, lrs, strict=True)]
+    if not isinstance(data, bytes):
+        raise ProtocolError(f"log-grads has type {type(data).__name__}")
+    size = packed_size(wire.block, wire.bits)
+    if len(data) != size * len(rounds):
+        raise ProtocolError(f"log-grads holds {len(data)} bytes for {len(rounds)} blocks")
+    tail = []
+    for i, (r, lr) in enumerate(zip(rounds, lrs, strict=True)):
+        grads = decode_scalars(data[i * size:(i + 1) * size], wire.bits, wire.block)
+        tail += [LogEntry(s, float(g), float(lr), wire.q)
+                 for s, g in zip(round_seeds(wire.run_seed, int(r), wire.block), grads, strict=True)]
+    return int(rec["log-start"]), tail
 
 
-def encode_train_ins(ins: TrainIns) -> dict:
-    return {"server-round": ins.server_round, **encode_log(ins.log_start, ins.log_tail),
-            "seeds": list(ins.seeds), "eps": float(ins.eps), "lr": float(ins.lr)}
+def encode_train_ins(server_round: int, start: int, tail: list[LogEntry], rounds: list[int],
+                     eps: float, lr: float, wire: Wire) -> dict:
+    return {"server-round": server_round, **encode_log(start, tail, rounds, wire),
+            "eps": float(eps), "lr": float(lr)}
 
 
-def decode_train_ins(rec, q: int) -> TrainIns:
-    start, tail = decode_log(rec, q)
-    return TrainIns(int(rec["server-round"]), start, tail, [int(s) for s in rec["seeds"]],
+def decode_train_ins(rec, wire: Wire) -> TrainIns:
+    start, tail = decode_log(rec, wire)
+    server_round = int(rec["server-round"])
+    return TrainIns(server_round, start, tail, round_seeds(wire.run_seed, server_round, wire.block),
                     float(rec["eps"]), float(rec["lr"]))
 
 
-def encode_train_res(res: TrainRes) -> dict:
-    return {"server-round": res.server_round, "grads": [float(g) for g in res.grads],
+def encode_train_res(res: TrainRes, bits: int) -> dict:
+    return {"server-round": res.server_round, "grads": encode_scalars(res.grads, bits),
             "num-examples": int(res.num_examples), "train-loss": float(res.train_loss),
             "theta-hash": res.theta_hash}
 
 
-RES_FIELDS = {"server-round": int, "grads": list, "num-examples": int, "train-loss": float,
+RES_FIELDS = {"server-round": int, "grads": bytes, "num-examples": int, "train-loss": float,
               "theta-hash": str}
 
 
@@ -105,16 +211,13 @@ def _check_fields(rec, fields: dict) -> None:
             raise ProtocolError(f"reply field {key!r} has type {type(value).__name__}")
 
 
-def decode_train_res(rec) -> TrainRes:
-    """Parse a reply, rejecting missing keys and wrong types (values are checked by the server)."""
+def decode_train_res(rec, size: int, bits: int) -> TrainRes:
+    """Parse a reply of `size` packed scalars, rejecting missing keys, wrong types and a wrong
+    byte count (values are checked by the server)."""
     _check_fields(rec, RES_FIELDS)
-    grads = rec["grads"]
-    if not all(isinstance(g, int | float) and not isinstance(g, bool) for g in grads):
-        raise ProtocolError("reply field 'grads' holds non-numbers")
-    return TrainRes(rec["server-round"], [float(g) for g in grads], rec["num-examples"],
+    grads = decode_scalars(rec["grads"], bits, size)
+    return TrainRes(rec["server-round"], grads.tolist(), rec["num-examples"],
                     float(rec["train-loss"]), rec["theta-hash"])
-
-
 # -- dense baselines (method = fo | zo-dense): the adapter itself crosses the wire ----------------
 # Server -> client "train": server-round, lr, eps, theta (bytes: float32 B's, D x 4 bytes).
 # Client -> server "res": server-round, delta (bytes: float32, theta_local - theta), num-examples,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.faults import ATTACKS
+from clients.protocol import SCALAR_BITS
 from prge.lora_fa import DEFAULT_TARGETS, AdapterError, normalize_targets
 from prge.quantize import QUANT_SCHEMES
 
@@ -81,6 +82,9 @@ class Config:
     client_eval_size: int = 32  # per-client test examples for global vs personalized accuracy
     personal_steps: int = 10  # local P-RGE steps from the global adapter after the last round
     max_reply_value: float = 1e6  # replies with any |value| above it are rejected as absurd
+    # precision of the scalars on the wire, both ways: 32 (float32) | 16 (float16) | 8 (int8
+    # with a power-of-two scale per round's block; clients/protocol.py)
+    scalar_bits: int = 32
     # simulated faults, per sampled client and round (clients/faults.py)
     dropout_prob: float = 0.0  # the device is offline: the server cannot reach it this round
     crash_prob: float = 0.0  # the device crashes while training: it answers with an error
@@ -93,6 +97,7 @@ class Config:
     byzantine_attack: str = "scale"  # scale | sign-flip | random
     byzantine_scale: float = 100.0
     client_cpus: float = 1.0  # Ray CPUs per client; concurrency = cores / client-cpus
+    ray_cpus: int = 0  # CPUs the local Ray offers (0: every core); actors = ray-cpus / client-cpus
     ray_address: str = ""  # attach to a running Ray cluster (e.g. "auto" or "HOST:6379")
     # run
     seed: int = 0  # every random number of a run derives from it
@@ -132,8 +137,10 @@ class Config:
             ("client-eval-size", self.client_eval_size >= 0, "must be >= 0"),
             ("personal-steps", self.personal_steps >= 0, "must be >= 0"),
             ("client-cpus", self.client_cpus > 0, "must be > 0"),
+            ("ray-cpus", self.ray_cpus >= 0, "must be >= 0"),
             ("max-reply-value", self.max_reply_value > 0, "must be > 0"),
             ("dropout-prob", 0 <= self.dropout_prob <= 1, "must be in [0, 1]"),
+            ("scalar-bits", self.scalar_bits in SCALAR_BITS, "must be 32, 16 or 8"),
             ("crash-prob", 0 <= self.crash_prob <= 1, "must be in [0, 1]"),
             ("straggle-prob", 0 <= self.straggle_prob <= 1, "must be in [0, 1]"),
             ("straggle-s", self.straggle_s >= 0, "must be >= 0"),

@@ -34,7 +34,7 @@ def backend_config(cfg: Config) -> dict:
         init_args = {"address": cfg.ray_address, "logging_level": logging.ERROR,
                      "log_to_driver": False}
     else:
-        init_args["num_cpus"] = os.cpu_count() or 1
+        init_args["num_cpus"] = cfg.ray_cpus or os.cpu_count() or 1
     # Flower hands client_resources to the actors' Ray options. A client process that dies (OOM
     # killer, a stray kill) is started again by Ray; the server sends the lost message
     # again (FederatedServer.exchange), so the run's results do not change.

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from clients.busy import stop_busy
 from clients.faults import adversaries, draw_faults
 from clients.partition import client_data, partition_indices
-from clients.protocol import TrainIns, encode_log, encode_tensor, encode_train_ins
+from clients.protocol import Wire, encode_log, encode_tensor, encode_train_ins, quantize, round_seeds
 from prge.estimator import scheduled_lr
 from prge.evaluate import evaluate
 from prge.perturb import derive_seed
@@ -81,6 +81,8 @@ class FederatedServer:
         self.setup = build(cfg)  # central evaluation only
         self.theta = self.setup.scorer.layout.zeros()
         self.log: list[LogEntry] = []
+        self.log_rounds: list[int] = []  # the round of each block of K*q log entries
+        self.wire = Wire(cfg.seed, cfg.local_steps * cfg.q, cfg.q, cfg.scalar_bits)
         self.held: dict[int, int] = {}  # partition id -> log length that client already holds
         self.node_of: dict[int, int] = {}  # partition id -> Flower node id
         self.pid_of: dict[int, int] = {}  # Flower node id -> partition id
@@ -104,6 +106,7 @@ class FederatedServer:
         keep_lines(self.run_dir / "update_log.jsonl", ckpt.log_len)
         rows = read_jsonl(self.run_dir / "update_log.jsonl")
         self.log = [LogEntry(r["seed"], r["grad"], r["lr"], r["q"]) for r in rows]
+        self.log_rounds = [r["round"] for r in rows[::self.wire.block]]
         if self.cfg.method == "prge":
             replay(self.theta, self.log)
         else:
@@ -174,8 +177,7 @@ class FederatedServer:
         return sample_cohort(self.cfg, server_round)
 
     def round_seeds(self, server_round: int) -> list[int]:
-        n = self.cfg.local_steps * self.cfg.q
-        return [derive_seed(self.cfg.seed, "round", server_round, j) for j in range(n)]
+        return round_seeds(self.cfg.seed, server_round, self.wire.block)
 
     def check(self, reply: Message, server_round: int, expected_hash: str):
         """(ScalarReply, None) for a valid reply, else (None, reason). Never raises."""
@@ -186,7 +188,7 @@ class FederatedServer:
         pid = self.pid_of[reply.metadata.src_node_id]
         ok, reason = validate_reply(reply.content.get("res"), server_round=server_round,
                                     expected_hash=expected_hash, dense=dense, size=size,
-                                    max_abs=self.cfg.max_reply_value,
+                                    max_abs=self.cfg.max_reply_value, bits=self.cfg.scalar_bits,
                                     max_examples=self.train_sizes[pid])
         if ok is None:
             return None, reason
@@ -215,7 +217,7 @@ class FederatedServer:
         # offline devices are never reached; the rest may still crash, straggle or attack
         online = [p for p in cohort if not draw_faults(cfg, server_round, p).dropout]
         for pid in online:
-            ins = ConfigRecord(self.train_ins(pid, server_round, seeds, lr))
+            ins = ConfigRecord(self.train_ins(pid, server_round, lr))
             msg = Message(RecordDict({"ins": ins}), dst_node_id=self.node_of[pid], message_type="train",
                           group_id=str(server_round))
             bytes_down += wire_size(msg)
@@ -270,12 +272,17 @@ class FederatedServer:
             except Exception as err:  # a plug-in's bug must not take the global state with it
                 agg = np.full(size, np.nan)
                 record["aggregate_error"] = f"{type(err).__name__}: {err}"[:200]
+            if agg.shape == (size,) and np.isfinite(agg).all() and cfg.method == "prge":
+                # the aggregate as the wire carries it: what every client will replay (float16
+                # turns values beyond its range into inf: such a round is rejected below)
+                agg = quantize(agg, cfg.scalar_bits)
             if agg.shape == (size,) and np.isfinite(agg).all() and cfg.method != "prge":
                 self.theta += torch.from_numpy(agg).to(self.theta.dtype)  # FedAvg: theta + mean delta
             elif agg.shape == (size,) and np.isfinite(agg).all():
                 new = [LogEntry(s, float(g), lr, cfg.q) for s, g in zip(seeds, agg, strict=True)]
                 replay(self.theta, new)
                 self.log.extend(new)
+                self.log_rounds.append(server_round)
                 for e in new:
                     self.log_file.write({"round": server_round, "seed": e.seed, "grad": e.grad,
                                          "lr": e.lr, "q": e.q})
@@ -291,20 +298,25 @@ class FederatedServer:
         self.deadlines.observe(record["round_s"], complete=not missing)
         return record
 
-    def train_ins(self, pid: int, server_round: int, seeds: list[int], lr: float) -> dict:
-        """P-RGE: the log tail this client lacks + the round's seeds. Dense baselines: theta."""
+    def train_ins(self, pid: int, server_round: int, lr: float) -> dict:
+        """P-RGE: the log tail this client lacks (the round's seeds it derives itself). Dense
+        baselines: theta."""
         if self.cfg.method == "prge":
             start = self.held.get(pid, 0)
-            return encode_train_ins(TrainIns(server_round, start, self.log[start:], seeds,
-                                             self.cfg.eps, lr))
+            return encode_train_ins(server_round, start, self.log[start:], self.tail_rounds(start),
+                                    self.cfg.eps, lr, self.wire)
         return {"server-round": server_round, "theta": encode_tensor(self.theta),
                 "eps": float(self.cfg.eps), "lr": float(lr)}
+
+    def tail_rounds(self, start: int) -> list[int]:
+        """The rounds of the log's blocks from entry `start` on (a block boundary)."""
+        return self.log_rounds[start // self.wire.block:]
 
     def state_for(self, pid: int) -> dict:
         """What a client needs to rebuild theta_T: its log tail, or (dense) theta itself."""
         if self.cfg.method == "prge":
             start = self.held.get(pid, 0)
-            return encode_log(start, self.log[start:])
+            return encode_log(start, self.log[start:], self.tail_rounds(start), self.wire)
         return {"theta": encode_tensor(self.theta)}
 
     # -- evaluation ---------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def error_reason(text: str) -> str:
 
 
 def validate_reply(record: Any, *, server_round: int, expected_hash: str, dense: bool, size: int,
-                   max_abs: float, max_examples: int | None = None,
+                   max_abs: float, max_examples: int | None = None, bits: int = 32,
                    ) -> tuple[tuple[np.ndarray, int, float] | None, str | None]:
     """((values (size,) float64, num_examples, train_loss), None) if valid, else (None, reason).
     `size` is K*q scalars for P-RGE, the adapter dimension for the dense methods;
@@ -50,7 +50,7 @@ def validate_reply(record: Any, *, server_round: int, expected_hash: str, dense:
         if dense:
             res = decode_dense_res(record, size)
         else:
-            res = decode_train_res(record)
+            res = decode_train_res(record, size, bits)
     except WrongLengthError:
         return None, "wrong-length"
     except (ProtocolError, KeyError, TypeError, ValueError, AttributeError):

@@ -38,6 +38,7 @@ def test_the_reply_hash_pins_the_base_model_and_A():
 
     import torch
 
+    from clients.protocol import TrainRes, encode_train_res
     from prge.perturb import derive_seed
     from prge.scorer import model_fingerprint
     from prge.update_log import LogEntry, replay, state_hash
@@ -57,9 +58,8 @@ def test_the_reply_hash_pins_the_base_model_and_A():
 
     assert reply_hash(ClientWorker(load_config(None, sets))) == expected  # a fresh process agrees
     assert reply_hash(other) != expected
-    ok, reason = validate_reply({"server-round": 1, "grads": [0.0] * 8, "num-examples": 3,
-                                 "train-loss": 0.5, "theta-hash": reply_hash(other)},
-                                server_round=1, expected_hash=expected, dense=False, size=8,
+    reply = encode_train_res(TrainRes(1, [0.0] * 8, 3, 0.5, reply_hash(other)), 32)
+    ok, reason = validate_reply(reply, server_round=1, expected_hash=expected, dense=False, size=8,
                                 max_abs=1e6)
     assert ok is None and reason == "hash-mismatch"
     another_a = copy.deepcopy(server.setup.scorer)  # only one frozen A differs, by one value

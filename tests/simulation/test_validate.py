@@ -6,7 +6,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clients.protocol import DenseRes, TrainRes, encode_dense_res, encode_train_res
+from clients.protocol import (
+    DenseRes,
+    TrainRes,
+    decode_scalars,
+    encode_dense_res,
+    encode_scalars,
+    encode_train_res,
+    quantize,
+)
 from simulation.validate import error_reason, validate_reply
 from strategies import ScalarReply
 from strategies.loader import BUILT_IN, load_strategy
@@ -34,13 +42,19 @@ def test_arbitrary_records_never_raise_and_never_pass_unsound_values(record, den
 
 
 def _valid(values, n):
-    return encode_train_res(TrainRes(ROUND, list(values), n, 0.5, HASH))
+    return encode_train_res(TrainRes(ROUND, list(values), n, 0.5, HASH), 32)
+
+
+def _grads(record, change):
+    """The record with its packed grads decoded, changed by `change`, and packed again."""
+    values = decode_scalars(record["grads"], 32, SIZE)
+    return {**record, "grads": encode_scalars(change(values), 32)}
 
 
 CORRUPTIONS = {
-    "non-finite": lambda r: {**r, "grads": [float("nan")] + r["grads"][1:]},
-    "too-large": lambda r: {**r, "grads": [1e9] + r["grads"][1:]},
-    "wrong-length": lambda r: {**r, "grads": r["grads"][:-1]},
+    "non-finite": lambda r: _grads(r, lambda v: np.r_[np.nan, v[1:]]),
+    "too-large": lambda r: _grads(r, lambda v: np.r_[1e9, v[1:]]),
+    "wrong-length": lambda r: {**r, "grads": r["grads"][:-4]},
     "wrong-round": lambda r: {**r, "server-round": ROUND + 1},
     "hash-mismatch": lambda r: {**r, "theta-hash": "other"},
     "no-examples": lambda r: {**r, "num-examples": 0},
@@ -67,7 +81,7 @@ def test_bad_replies_never_change_the_aggregate(good, bad, rnd):
         assert reason == kind  # each corruption is caught, and named
         if ok is not None:
             accepted.append(ScalarReply(i, *ok))
-    alone = [ScalarReply(i, np.asarray(v, dtype=np.float64), n, 0.5)
+    alone = [ScalarReply(i, quantize(v, 32), n, 0.5)  # what the wire carries of them
              for i, (v, n) in enumerate(good)]
     for name in BUILT_IN:
         with_bad, clean = load_strategy(name), load_strategy(name)
