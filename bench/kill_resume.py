@@ -3,11 +3,12 @@
 Runs the tiny-model config of the fault study (5 clients, 3 per round, 20 % simulated crashes,
 seed 5, 8 rounds, personalization after the last round) twice to the end: the two must agree, and
 the second is timed. Then, for each try, it starts the same run and kills its whole process
-session (driver, Ray daemons, client processes) with SIGKILL at a moment drawn uniformly between
-the moment its run directory holds its config (before that there is nothing to resume) and the
-uninterrupted run's duration (from --seed: start-up, any round, or personalization), resumes it
-with `fedprge run --resume`, and checks that the metrics (wall-clock fields aside), update log,
-summary and per-client results equal the uninterrupted run's.
+session (driver, Ray daemons, client processes) with SIGKILL at a random moment of a random
+stage: a stage drawn uniformly from start-up (once the run directory holds its config: before
+that there is nothing to resume), each of the 8 rounds and personalization, then 0-1 s into it
+(from --seed). It resumes the run with `fedprge run --resume`
+and checks that the metrics (wall-clock fields aside), update log, summary and per-client results
+equal the uninterrupted run's.
 
     python bench/kill_resume.py               # 10 tries
     python bench/kill_resume.py --tries 3
@@ -33,8 +34,10 @@ sys.path.insert(0, str(ROOT))
 from simulation.rundir import read_jsonl  # noqa: E402
 from tests.simulation.test_resume import _clean, _kill_session, _same  # noqa: E402
 
+ROUNDS = 8
 ARGS = ["--config", "configs/run-tiny.toml", "--set", "num-clients=5", "--set",
-        "clients-per-round=3", "--set", "crash-prob=0.2", "--set", "seed=5", "--set", "rounds=8"]
+        "clients-per-round=3", "--set", "crash-prob=0.2", "--set", "seed=5", "--set",
+        f"rounds={ROUNDS}"]
 
 
 def _cli(*args) -> list[str]:
@@ -56,6 +59,19 @@ def _stage(run: Path) -> str:
     if (run / "clients.json").exists():
         return "after personalization"
     return f"after round {rounds[-1]}" if rounds else "before round 0"
+
+
+def _wait_for_stage(run: Path, proc: subprocess.Popen, stage: int) -> None:
+    """Until the run starts stage `stage`: 0 when its directory holds its config (before that
+    there is nothing to resume), r when round r - 1's metrics line is written, ROUNDS + 1 when
+    the last round's is (personalization follows)."""
+    while proc.poll() is None:
+        if stage == 0 and (run / "config.json").exists():
+            return
+        if stage > 0 and (run / "metrics.jsonl").exists() and \
+                len(read_jsonl(run / "metrics.jsonl")) >= stage:
+            return
+        time.sleep(0.02)
 
 
 def main() -> None:
@@ -83,16 +99,16 @@ def main() -> None:
             proc = subprocess.Popen(_cli("run", *ARGS, "--out", str(run), "--quiet"), cwd=ROOT,
                                     start_new_session=True, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
-            t0 = time.monotonic()
-            while not (run / "config.json").exists():  # before it, there is no run to resume
-                time.sleep(0.05)
-            begun = time.monotonic() - t0
-            at = begun + float(rng.uniform(0.0, max(duration - begun, 1.0)))
-            time.sleep(max(0.0, at - (time.monotonic() - t0)))
+            # a stage drawn uniformly (start-up, each round, personalization), then a moment
+            # within it: a uniform draw over wall time would mostly land in Ray's start-up
+            stage = int(rng.integers(0, ROUNDS + 2))  # 0: start-up .. ROUNDS + 1: personalizing
+            delay = float(rng.uniform(0.0, 1.0))
+            _wait_for_stage(run, proc, stage)
+            time.sleep(delay)
             finished = proc.poll() is not None
             _kill_session(proc.pid)
             proc.wait(timeout=60)
-            stage = _stage(run)
+            where = _stage(run)
             if (run / "summary.json").exists():
                 ok, how = _outcome(run) == want, "finished before the kill"
             else:
@@ -103,7 +119,8 @@ def main() -> None:
                 else:
                     ok, how = _outcome(run) == want, "resumed"
             same += ok
-            print(f"try {i}: killed at {at:5.1f} s ({stage}{', ended' if finished else ''}): "
+            print(f"try {i}: stage {stage} + {delay:.2f} s, killed {where}"
+                  f"{' (it had ended)' if finished else ''}: "
                   f"{how}, {'identical' if ok else 'DIFFERENT'}", flush=True)
     print(json.dumps({"tries": args.tries, "identical": same, "reference_s": round(duration, 1)}))
 
