@@ -26,7 +26,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
 from clients.app import build_client_app
-from simulation.config import load_config
+from clients.runconfig import load_config
 from simulation.rundir import read_jsonl
 from simulation.runner import run_federated
 from simulation.server_app import FederatedServer
@@ -93,7 +93,7 @@ def main() -> None:
     if cfg.engine == "executorch":  # untimed: lowering is paid once per machine, by either path
         # in a child process: loading ExecuTorch programs here before the loop's client sets its
         # torch threads hung this process on a lock
-        subprocess.run([sys.executable, "-c", "import sys; from simulation.config import "
+        subprocess.run([sys.executable, "-c", "import sys; from clients.runconfig import "
                         "load_config; from simulation.runner import _lower_programs; "
                         "_lower_programs(load_config(None, sys.argv[1:]))",
                         *base, *args.overrides], check=True, capture_output=True)

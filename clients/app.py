@@ -28,9 +28,9 @@ from clients.protocol import (
     encode_dense_res,
     encode_train_res,
 )
+from clients.runconfig import Config, config_from_mapping
 from clients.worker import worker_for
 from prge.update_log import LogEntry
-from simulation.config import Config, config_from_mapping
 
 LOG_KEY = "update-log"
 PERSONAL_KEY = "personal-log"

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clients.build import Setup, build
 from clients.faults import (
     CRASH_MESSAGE,
     SimulatedCrash,
@@ -27,6 +28,7 @@ from clients.faults import (
     draw_faults,
 )
 from clients.partition import ClientData, client_data, partition_indices
+from clients.runconfig import Config
 from prge.batching import group_by_length
 from prge.estimator import prge_step
 from prge.evaluate import evaluate
@@ -35,8 +37,6 @@ from prge.perturb import derive_seed
 from prge.prefix_cache import PrefixCachedEngine, warm_examples
 from prge.scorer import model_fingerprint
 from prge.update_log import LogEntry, ThetaCache, state_hash
-from simulation.build import Setup, build
-from simulation.config import Config
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from simulation.quiet import quiet_library_warnings
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from clients.partition import PartitionError
+    from clients.runconfig import ConfigError
     from prge.lora_fa import AdapterError
     from prge.models import ModelError
     from prge.tasks import TaskError
-    from simulation.config import ConfigError
     from simulation.rundata import RunDataError
     from simulation.sweep import SweepError
     from strategies.loader import StrategyError
@@ -96,7 +96,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from simulation.config import load_config
+    from clients.runconfig import load_config
     from simulation.train import train
 
     cfg = load_config(args.config, args.overrides)
@@ -105,7 +105,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from simulation.config import ConfigError, load_config
+    from clients.runconfig import ConfigError, load_config
     from simulation.runner import resume_config, run_federated
 
     if args.resume:

@@ -1,6 +1,6 @@
 """Reading finished (or killed) run directories back for `fedprge plot` and `fedprge report`.
 
-Kept free of torch and of `simulation.config` on purpose: plotting a sweep should not pay for
+Kept free of torch and of `clients.runconfig` on purpose: plotting a sweep should not pay for
 importing the model stack. A run directory is anything holding `metrics.jsonl`; a sweep
 directory (holding `sweep.json`) stands for its points, in the sweep's order.
 """
@@ -106,7 +106,7 @@ def _flatten(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _defaults() -> dict[str, Any]:
-    from simulation.config import Config
+    from clients.runconfig import Config
 
     return Config().to_dict()
 

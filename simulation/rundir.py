@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from simulation.config import ConfigError
+from clients.runconfig import ConfigError
 
 
 def new_run_dir(parent: str | Path, prefix: str, explicit: str | Path | None = None) -> Path:

@@ -11,8 +11,8 @@ import os
 import warnings
 from pathlib import Path
 
+from clients.runconfig import Config, ConfigError
 from simulation.checkpoint import CheckpointError, load_checkpoint
-from simulation.config import Config, ConfigError
 from simulation.environment import record_environment
 from simulation.quiet import quiet_library_warnings
 from simulation.rundir import new_run_dir, write_json
@@ -45,7 +45,7 @@ def backend_config(cfg: Config) -> dict:
 
 def resume_config(run_dir: str | Path) -> Config:
     """The config of a stopped run, to continue it in its own directory."""
-    from simulation.config import config_from_mapping
+    from clients.runconfig import config_from_mapping
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
@@ -104,8 +104,8 @@ def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = T
 def _lower_programs(cfg: Config) -> None:
     """Pay ExecuTorch lowering once, here, before the Ray actors start: they then load the cached
     programs (2q copies for local steps, 1 for evaluation) instead of lowering them in parallel."""
+    from clients.build import build
     from prge.prefix_cache import PrefixCachedEngine
-    from simulation.build import build
 
     setup = build(cfg)
     # first-order clients backpropagate through the eager model: only evaluation needs a program

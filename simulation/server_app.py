@@ -21,19 +21,19 @@ from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid, ServerApp
 from tqdm import tqdm
 
+from clients.build import build
 from clients.busy import stop_busy
 from clients.faults import adversaries, draw_faults
 from clients.partition import client_data, partition_indices
 from clients.protocol import Wire, encode_log, encode_tensor, encode_train_ins, quantize, round_seeds
+from clients.runconfig import Config, config_from_mapping
 from prge.estimator import scheduled_lr
 from prge.evaluate import evaluate
 from prge.perturb import derive_seed
 from prge.prefix_cache import cache_summary, warm_examples
 from prge.scorer import model_fingerprint
 from prge.update_log import LogEntry, replay, state_hash, theta_hash
-from simulation.build import build
 from simulation.checkpoint import Checkpoint, keep_lines, load_checkpoint, save_checkpoint
-from simulation.config import Config, config_from_mapping
 from simulation.deadline import Deadlines
 from simulation.environment import record_environment
 from simulation.rundir import JsonlWriter, new_run_dir, read_jsonl, write_json

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simulation.config import ConfigError, load_config
+from clients.runconfig import ConfigError, load_config
 from simulation.report import pct
 from simulation.rundir import write_json
 

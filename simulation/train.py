@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from clients.build import build
+from clients.runconfig import Config
 from prge.batching import group_by_length
 from prge.estimator import prge_step, scheduled_lr
 from prge.evaluate import evaluate
 from prge.perturb import derive_seed
 from prge.prefix_cache import cache_summary, warm_examples
-from simulation.build import build
-from simulation.config import Config
 from simulation.environment import record_environment
 from simulation.rundir import JsonlWriter, new_run_dir, write_json
 

@@ -3,7 +3,7 @@
 import numpy as np
 
 from clients.faults import LIED_EXAMPLES, adversaries, claimed_examples, corrupt, draw_faults
-from simulation.config import load_config
+from clients.runconfig import load_config
 
 
 def _cfg(*sets):

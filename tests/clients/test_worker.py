@@ -2,8 +2,8 @@
 
 import numpy as np
 
+from clients.runconfig import load_config
 from clients.worker import ClientWorker
-from simulation.config import load_config
 
 
 def _worker(order):

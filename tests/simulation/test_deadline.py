@@ -1,6 +1,6 @@
 """The round deadline: derived from the work of the rounds so far unless a number is given."""
 
-from simulation.config import load_config
+from clients.runconfig import load_config
 from simulation.deadline import FACTOR, FIRST_S, MIN_S, Deadlines
 
 

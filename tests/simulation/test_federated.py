@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from clients.runconfig import load_config
 from prge.update_log import LogEntry, replay, theta_hash
-from simulation.config import load_config
 from simulation.rundir import read_jsonl
 from simulation.server_app import sample_cohort
 from strategies import ScalarStrategy

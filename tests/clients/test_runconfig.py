@@ -1,6 +1,6 @@
 import pytest
 
-from simulation.config import Config, ConfigError, load_config
+from clients.runconfig import Config, ConfigError, load_config
 
 
 def test_defaults_validate_and_round_trip_to_kebab_case():

@@ -1,5 +1,8 @@
 """Run configuration: one flat set of kebab-case keys (like Flower's run config), validated.
 
+It lives with the client because a deployed client needs it too (the keys that shape its model,
+adapter, data and wire); the server, runner and CLI in simulation/ import it from here.
+
 Sources, later ones win: the defaults below, a TOML file (`--config`), then `--set key=value`.
 Every user mistake (unknown key, wrong type, impossible value) raises `ConfigError` with one
 sentence naming the key; the CLI turns it into exit code 2.

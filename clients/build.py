@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from clients.runconfig import Config, ConfigError
 from prge.engines.base import Engine
 from prge.engines.eager import EagerEngine
 from prge.lora_fa import AdapterError
@@ -14,7 +15,6 @@ from prge.perturb import derive_seed
 from prge.prefix_cache import with_prefix_cache
 from prge.scorer import LabelScorer
 from prge.tasks import PromptEncoder, Task, load_task
-from simulation.config import Config, ConfigError
 
 
 @dataclass
