@@ -90,9 +90,6 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
             return None
         return Path(device_dir) / f"{int(context.node_config['partition-id'])}.prefix.npz"
 
-    def wire(c: Config) -> Wire:
-        return Wire(c.seed, c.local_steps * c.q, c.q, c.scalar_bits)
-
     def run_cfg(context: Context) -> Config:
         return cfg or config_from_mapping(dict(context.run_config))
 
@@ -114,7 +111,7 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
         return Message(RecordDict({"res": ConfigRecord(encode_dense_res(res))}), reply_to=msg)
 
     def train_prge(msg: Message, c: Config, context: Context) -> Message:
-        ins = decode_train_ins(msg.content["ins"], wire(c))
+        ins = decode_train_ins(msg.content["ins"], Wire.of(c))
         log = _extend_log(context, ins.log_start, ins.log_tail, c.q, device(context))
         pid = int(context.node_config["partition-id"])
         result = worker_for(c).train(pid, log, ins.server_round, ins.seeds, ins.eps, ins.lr,
@@ -145,7 +142,7 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
         c = run_cfg(context)
         worker = worker_for(c)
         if c.method == "prge":
-            start, tail = decode_log(msg.content["ins"], wire(c))
+            start, tail = decode_log(msg.content["ins"], Wire.of(c))
             theta = worker.cache.rebuild(_extend_log(context, start, tail, c.q, device(context)))
         else:
             theta = decode_tensor(msg.content["ins"]["theta"], worker.setup.scorer.dim)

@@ -95,3 +95,11 @@ def client_data(examples: Sequence[Example], indices: Sequence[int], partition_i
     if len(own) - n_test < 1:
         raise PartitionError(f"client {partition_id} has no training examples left")
     return ClientData(partition_id, own[n_test:], own[:n_test])
+
+
+def run_partitions(examples: Sequence[Example], cfg) -> list[ClientData]:
+    """Every client's data for a run config (its partition keys and seed): what the simulator
+    deals the devices, and what the server knows of them (their sizes)."""
+    shares = partition_indices(examples, cfg.num_clients, cfg.partition, cfg.alpha, cfg.seed)
+    return [client_data(examples, share, pid, cfg.client_test_fraction, cfg.seed)
+            for pid, share in enumerate(shares)]

@@ -145,6 +145,11 @@ class Wire:
     q: int
     bits: int = 32
 
+    @classmethod
+    def of(cls, cfg) -> Wire:
+        """From a run config (its seed, local-steps, q and scalar-bits keys)."""
+        return cls(cfg.seed, cfg.local_steps * cfg.q, cfg.q, cfg.scalar_bits)
+
 
 def encode_log(start: int, tail: list[LogEntry], rounds: list[int], wire: Wire) -> dict:
     """The tail from `start` (whole blocks), with the round of each block."""

@@ -27,7 +27,7 @@ from clients.faults import (
     corrupt,
     draw_faults,
 )
-from clients.partition import ClientData, client_data, partition_indices
+from clients.partition import ClientData, run_partitions
 from clients.runconfig import Config
 from prge.batching import group_by_length
 from prge.estimator import prge_step
@@ -62,16 +62,14 @@ class ClientWorker:
         return state_hash(theta, model_fingerprint(self.setup.scorer))
 
     @cached_property
-    def shares(self) -> list[list[int]]:
-        return partition_indices(self.setup.task.train, self.cfg.num_clients, self.cfg.partition,
-                                 self.cfg.alpha, self.cfg.seed)
+    def partitions(self) -> list[ClientData]:
+        return run_partitions(self.setup.task.train, self.cfg)
 
     def data(self, partition_id: int, store: Path | None = None) -> ClientData:
         """The client's data; on first use its frozen prefixes are cached (read from `store`,
         the device's storage, when an earlier visit wrote them there)."""
         if partition_id not in self._data:
-            data = client_data(self.setup.task.train, self.shares[partition_id], partition_id,
-                               self.cfg.client_test_fraction, self.cfg.seed)
+            data = self.partitions[partition_id]
             if self.cfg.prefix_cache_fill == "upfront":
                 # the device computes its examples' frozen prefix once, when it first trains
                 test = data.test[: self.cfg.client_eval_size or None]

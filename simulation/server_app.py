@@ -24,7 +24,7 @@ from tqdm import tqdm
 from clients.build import build
 from clients.busy import stop_busy
 from clients.faults import adversaries, draw_faults
-from clients.partition import client_data, partition_indices
+from clients.partition import run_partitions
 from clients.protocol import Wire, encode_log, encode_tensor, encode_train_ins, quantize, round_seeds
 from clients.runconfig import Config, config_from_mapping
 from prge.estimator import scheduled_lr
@@ -82,7 +82,7 @@ class FederatedServer:
         self.theta = self.setup.scorer.layout.zeros()
         self.log: list[LogEntry] = []
         self.log_rounds: list[int] = []  # the round of each block of K*q log entries
-        self.wire = Wire(cfg.seed, cfg.local_steps * cfg.q, cfg.q, cfg.scalar_bits)
+        self.wire = Wire.of(cfg)
         self.held: dict[int, int] = {}  # partition id -> log length that client already holds
         self.node_of: dict[int, int] = {}  # partition id -> Flower node id
         self.pid_of: dict[int, int] = {}  # Flower node id -> partition id
@@ -198,11 +198,7 @@ class FederatedServer:
     def train_sizes(self) -> list[int]:
         """Training examples of each simulated client: the simulator dealt the partitions, so the
         server can bound the counts that replies claim (they weight the mean)."""
-        train = self.setup.task.train
-        shares = partition_indices(train, self.cfg.num_clients, self.cfg.partition, self.cfg.alpha,
-                                   self.cfg.seed)
-        return [len(client_data(train, share, pid, self.cfg.client_test_fraction,
-                                self.cfg.seed).train) for pid, share in enumerate(shares)]
+        return [len(data.train) for data in run_partitions(self.setup.task.train, self.cfg)]
 
     def run_round(self, server_round: int) -> dict:
         t0 = time.perf_counter()
