@@ -228,7 +228,7 @@ def test_a_pickled_checkpoint_is_never_loaded(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "pwned").exists()
 
 
-def test_a_strategy_without_state_keys_warns_on_resume():
+def test_strategies_say_what_their_state_is_or_that_they_cannot():
     from strategies import ScalarStrategy
     from strategies.loader import BUILT_IN
 
