@@ -1,14 +1,14 @@
 """The Flower ClientApp: a thin adapter between Flower messages and `ClientWorker`.
 
-The client's own state between rounds is the update log it has seen (seeds and scalars, so it can
-replay theta_t), kept in the simulated device's storage (a file per device) when the runner gives
-one, else in its Flower Context; after personalization, also its personal log.
+The client's own state between rounds is its copy of the global adapter and how far into the
+update log it got (clients/device.py), kept in the simulated device's storage: a file per device
+under the run directory's devices/ when the runner gives one, else under a folder per Flower run.
+After personalization, Flower's Context also holds its personal log.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import tempfile
 from pathlib import Path
 
 from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
@@ -16,10 +16,10 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
 from clients.busy import busy
+from clients.device import DeviceStore
 from clients.faults import SimulatedCrash
 from clients.protocol import (
     DenseRes,
-    ProtocolError,
     TrainRes,
     Wire,
     decode_log,
@@ -30,59 +30,26 @@ from clients.protocol import (
 )
 from clients.runconfig import Config, config_from_mapping
 from clients.worker import worker_for
-from prge.update_log import LogEntry
 
-LOG_KEY = "update-log"
 PERSONAL_KEY = "personal-log"
 
 
-def _stored_log(context: Context, q: int, device: Path | None = None) -> list[LogEntry]:
-    """The log this client holds: read from the simulated device's storage when it has one (the
-    only copy, so that every message for this device, whichever process runs it, sees what the
-    device really stored), else from Flower's per-node context."""
-    if device is not None:
-        rec = json.loads(device.read_text()) if device.is_file() else None
-    else:
-        rec = context.state[LOG_KEY] if LOG_KEY in context.state else None
-    if rec is None:
-        return []
-    return [LogEntry(int(s), float(g), float(lr), q)
-            for s, g, lr in zip(rec["seeds"], rec["grads"], rec["lrs"], strict=True)]
-
-
-def _extend_log(context: Context, start: int, tail: list[LogEntry], q: int,
-                device: Path | None = None) -> list[LogEntry]:
-    """The client's full log after receiving `tail` from index `start`; stored back in `device`
-    (the simulated device's storage) when given, else in Flower's context."""
-    held = _stored_log(context, q, device)
-    if start > len(held):  # the server thinks we hold entries we never stored
-        raise ProtocolError(f"log tail starts at {start} but this client holds {len(held)} entries")
-    # The server's log is the authority and only ever grows, so a device may hold *more* than the
-    # server believes: it stored a tail and then the server was stopped and resumed from an earlier
-    # checkpoint. Keep the first `start` entries and take the rest from the server.
-    log = held[:start] + tail
-    record = {"seeds": [e.seed for e in log], "grads": [e.grad for e in log],
-              "lrs": [e.lr for e in log]}
-    if device is None:
-        context.state[LOG_KEY] = ConfigRecord(record)
-        return log
-    device.parent.mkdir(parents=True, exist_ok=True)
-    tmp = device.with_name(f"{device.name}.{os.getpid()}.tmp")  # one writer per name
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, device)
-    return log
+def default_device_dir(run_id: int) -> Path:
+    """Where devices keep their state when the runner names no directory (`flwr run .`): one
+    folder per Flower run, so Flower's context never holds more than the personal log."""
+    return Path(tempfile.gettempdir()) / "fedprge-devices" / f"run-{run_id}"
 
 
 def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) -> ClientApp:
-    """A ClientApp for `cfg`, or (when None) for the run config in Flower's Context. With
-    `device_dir`, each simulated device also keeps its log in DEVICE_DIR/<partition>.json, so that
-    a resumed run finds the devices as the stopped run left them."""
+    """A ClientApp for `cfg`, or (when None) for the run config in Flower's Context. Each
+    simulated device keeps its state in DEVICE_DIR/<partition>.theta (under the run directory, so
+    that a resumed run finds the devices as the stopped run left them), else in
+    `default_device_dir`."""
     app = ClientApp()
 
-    def device(context: Context) -> Path | None:
-        if device_dir is None:
-            return None
-        return Path(device_dir) / f"{int(context.node_config['partition-id'])}.json"
+    def device(context: Context, dim: int) -> DeviceStore:
+        where = Path(device_dir) if device_dir is not None else default_device_dir(context.run_id)
+        return DeviceStore(where / f"{int(context.node_config['partition-id'])}.theta", dim)
 
     def prefix_store(context: Context) -> Path | None:
         """Where the device keeps its examples' frozen-prefix hidden states (see worker.data)."""
@@ -112,10 +79,11 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
 
     def train_prge(msg: Message, c: Config, context: Context) -> Message:
         ins = decode_train_ins(msg.content["ins"], Wire.of(c))
-        log = _extend_log(context, ins.log_start, ins.log_tail, c.q, device(context))
+        worker = worker_for(c)
+        theta = device(context, worker.setup.scorer.dim).catch_up(ins.catch_up).theta
         pid = int(context.node_config["partition-id"])
-        result = worker_for(c).train(pid, log, ins.server_round, ins.seeds, ins.eps, ins.lr,
-                                     prefix_store(context))
+        result = worker.train(pid, theta, ins.server_round, ins.seeds, ins.eps, ins.lr,
+                              prefix_store(context))
         res = TrainRes(ins.server_round, result.grads, result.num_examples, result.train_loss,
                        result.theta_hash)
         return Message(RecordDict({"res": ConfigRecord(encode_train_res(res, c.scalar_bits))}),
@@ -142,8 +110,8 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
         c = run_cfg(context)
         worker = worker_for(c)
         if c.method == "prge":
-            start, tail = decode_log(msg.content["ins"], Wire.of(c))
-            theta = worker.cache.rebuild(_extend_log(context, start, tail, c.q, device(context)))
+            update = decode_log(msg.content["ins"], Wire.of(c))
+            theta = device(context, worker.setup.scorer.dim).catch_up(update).theta
         else:
             theta = decode_tensor(msg.content["ins"]["theta"], worker.setup.scorer.dim)
         pid = int(context.node_config["partition-id"])

@@ -15,12 +15,20 @@ the server can send again what it logged. The server aggregates the decoded clie
 float64, rounds the aggregate by the same rule and logs exactly that: what it replays is what
 every client replays.
 
-Server -> client, message type "train" (one ConfigRecord, "ins"):
-    server-round  int
+Server -> client, message type "train" (one ConfigRecord, "ins"): how the client catches up with
+the log, either a log tail
     log-start     int          index of the first log entry sent (what the client already holds)
     log-rounds    list[int]    the round of each block of the tail (K*q entries each)
     log-lrs       list[float]  the step size of each block
     log-grads     bytes        the tail's aggregated scalars, block after block, packed
+or a snapshot of the global adapter (run config `catch-up`: log, snapshot, or auto = whichever
+message is smaller for this client)
+    snapshot-at   int          the log length theta_t stands for
+    snapshot      bytes        theta_t, D little-endian float32 (theta's own dtype, so the
+                               client holds bit for bit the server's theta and the hash check
+                               stays exact; float16 would change theta, so it is not offered)
+then
+    server-round  int
     eps, lr       float        this round's perturbation size and step size
 Client -> server (one ConfigRecord, "res"):
     server-round  int
@@ -45,6 +53,7 @@ from prge.perturb import derive_seed
 from prge.update_log import LogEntry
 
 SCALAR_BITS = (32, 16, 8)
+CATCH_UP = ("auto", "log", "snapshot")
 
 
 class ProtocolError(ValueError):
@@ -118,10 +127,19 @@ def quantize(values, bits: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class CatchUp:
+    """What a client needs to reach the server's theta_t: the log from `start` (`tail`), or, when
+    `snapshot` is set, theta_t itself (float32 bytes) standing for a log of `start` entries."""
+
+    start: int
+    tail: list[LogEntry]
+    snapshot: bytes | None = None
+
+
+@dataclass(frozen=True)
 class TrainIns:
     server_round: int
-    log_start: int
-    log_tail: list[LogEntry]
+    catch_up: CatchUp
     seeds: list[int]  # this round's, derived by the client
     eps: float
     lr: float
@@ -161,7 +179,17 @@ def encode_log(start: int, tail: list[LogEntry], rounds: list[int], wire: Wire) 
             "log-grads": b"".join(encode_scalars([e.grad for e in b], wire.bits) for b in blocks)}
 
 
-def decode_log(rec, wire: Wire) -> tuple[int, list[LogEntry]]:
+def encode_snapshot(length: int, theta: torch.Tensor) -> dict:
+    """theta_t as the catch-up: it stands for the first `length` log entries."""
+    return {"snapshot-at": int(length), "snapshot": encode_tensor(theta)}
+
+
+def decode_log(rec, wire: Wire) -> CatchUp:
+    """The catch-up a message carries: a snapshot or a log tail (checked, not yet applied)."""
+    if "snapshot" in rec:
+        if not isinstance(rec["snapshot"], bytes):
+            raise ProtocolError(f"snapshot has type {type(rec['snapshot']).__name__}")
+        return CatchUp(int(rec["snapshot-at"]), [], rec["snapshot"])
     rounds, lrs, data = list(rec["log-rounds"]), list(rec["log-lrs"]), rec["log-grads"]
     if len(rounds) != len(lrs):
         raise ProtocolError("log fields have different lengths")
@@ -175,20 +203,19 @@ def decode_log(rec, wire: Wire) -> tuple[int, list[LogEntry]]:
         grads = decode_scalars(data[i * size:(i + 1) * size], wire.bits, wire.block)
         tail += [LogEntry(s, float(g), float(lr), wire.q)
                  for s, g in zip(round_seeds(wire.run_seed, int(r), wire.block), grads, strict=True)]
-    return int(rec["log-start"]), tail
+    return CatchUp(int(rec["log-start"]), tail)
 
 
-def encode_train_ins(server_round: int, start: int, tail: list[LogEntry], rounds: list[int],
-                     eps: float, lr: float, wire: Wire) -> dict:
-    return {"server-round": server_round, **encode_log(start, tail, rounds, wire),
-            "eps": float(eps), "lr": float(lr)}
+def encode_train_ins(server_round: int, catch_up: dict, eps: float, lr: float) -> dict:
+    """A train message: `catch_up` is encode_log's or encode_snapshot's record."""
+    return {"server-round": server_round, **catch_up, "eps": float(eps), "lr": float(lr)}
 
 
 def decode_train_ins(rec, wire: Wire) -> TrainIns:
-    start, tail = decode_log(rec, wire)
     server_round = int(rec["server-round"])
-    return TrainIns(server_round, start, tail, round_seeds(wire.run_seed, server_round, wire.block),
-                    float(rec["eps"]), float(rec["lr"]))
+    return TrainIns(server_round, decode_log(rec, wire),
+                    round_seeds(wire.run_seed, server_round, wire.block), float(rec["eps"]),
+                    float(rec["lr"]))
 
 
 def encode_train_res(res: TrainRes, bits: int) -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.faults import ATTACKS
-from clients.protocol import SCALAR_BITS
+from clients.protocol import CATCH_UP, SCALAR_BITS
 from prge.lora_fa import DEFAULT_TARGETS, AdapterError, normalize_targets
 from prge.quantize import QUANT_SCHEMES
 
@@ -88,6 +88,9 @@ class Config:
     # precision of the scalars on the wire, both ways: 32 (float32) | 16 (float16) | 8 (int8
     # with a power-of-two scale per round's block; clients/protocol.py)
     scalar_bits: int = 32
+    # how a client that lacks log entries catches up: log (the tail it lacks), snapshot (theta_t
+    # as float32) or auto (whichever message is smaller for that client; clients/protocol.py)
+    catch_up: str = "auto"
     # simulated faults, per sampled client and round (clients/faults.py)
     dropout_prob: float = 0.0  # the device is offline: the server cannot reach it this round
     crash_prob: float = 0.0  # the device crashes while training: it answers with an error
@@ -144,6 +147,7 @@ class Config:
             ("max-reply-value", self.max_reply_value > 0, "must be > 0"),
             ("dropout-prob", 0 <= self.dropout_prob <= 1, "must be in [0, 1]"),
             ("scalar-bits", self.scalar_bits in SCALAR_BITS, "must be 32, 16 or 8"),
+            ("catch-up", self.catch_up in CATCH_UP, f"must be one of {', '.join(CATCH_UP)}"),
             ("crash-prob", 0 <= self.crash_prob <= 1, "must be in [0, 1]"),
             ("straggle-prob", 0 <= self.straggle_prob <= 1, "must be in [0, 1]"),
             ("straggle-s", self.straggle_s >= 0, "must be >= 0"),

@@ -2,9 +2,8 @@
 run K local P-RGE steps on its own data with the server's seeds, and personalize.
 
 A process (a Ray actor) serves many simulated clients one after another, so everything heavy is
-cached per process: the model and engine (`worker_for`), the partition of the data, and the latest
-rebuilt theta (`ThetaCache`), so that a replay only applies the log entries this process has not
-applied yet.
+cached per process: the model and engine (`worker_for`) and the partition of the data. theta is
+not: each device replays the log on its own copy (clients/device.py), as a real device would.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from prge.first_order import fo_step
 from prge.perturb import derive_seed
 from prge.prefix_cache import PrefixCachedEngine, warm_examples
 from prge.scorer import model_fingerprint
-from prge.update_log import LogEntry, ThetaCache, state_hash
+from prge.update_log import LogEntry, state_hash
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,6 @@ class ClientWorker:
         if not cfg.threads:  # one torch thread per reserved core: clients must not oversubscribe
             torch.set_num_threads(max(1, int(cfg.client_cpus)))
         self.setup: Setup = build(cfg)
-        self.cache = ThetaCache(self.setup.scorer.dim)
         self._data: dict[int, ClientData] = {}
         self._lengths: dict[int, np.ndarray] = {}  # partition -> tokens per training example
 
@@ -126,9 +124,9 @@ class ClientWorker:
             return corrupt(values, self.cfg, server_round, partition_id)
         return values
 
-    def train(self, partition_id: int, log: list[LogEntry], server_round: int, seeds: list[int],
+    def train(self, partition_id: int, theta: torch.Tensor, server_round: int, seeds: list[int],
               eps: float, lr: float, store: Path | None = None) -> LocalResult:
-        theta = self.cache.rebuild(log)  # theta_t, a fresh copy
+        """K P-RGE steps from theta_t (the device's copy, changed in place)."""
         rebuilt = self.state_hash(theta)
         data = self.data(partition_id, store)
         grads, losses = self.local_steps(theta, data, seeds, eps, lr, server_round, partition_id)

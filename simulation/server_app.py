@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
-from flwr.common.serde import message_to_proto
+from flwr.common.serde import config_record_to_proto, message_to_proto
 from flwr.serverapp import Grid, ServerApp
 from tqdm import tqdm
 
@@ -25,7 +25,15 @@ from clients.build import build
 from clients.busy import stop_busy
 from clients.faults import adversaries, draw_faults
 from clients.partition import run_partitions
-from clients.protocol import Wire, encode_log, encode_tensor, encode_train_ins, quantize, round_seeds
+from clients.protocol import (
+    Wire,
+    encode_log,
+    encode_snapshot,
+    encode_tensor,
+    encode_train_ins,
+    quantize,
+    round_seeds,
+)
 from clients.runconfig import Config, config_from_mapping
 from prge.estimator import scheduled_lr
 from prge.evaluate import evaluate
@@ -70,6 +78,11 @@ def wire_size(msg: Message) -> int:
     meta.created_at = 0.5  # a double: fixed width whatever the clock says
     meta.message_id = "0" * 64  # assigned at push time (a 64-hex digest); count it either way
     return proto.ByteSize()
+
+
+def record_size(fields: dict) -> int:
+    """Serialized bytes of a ConfigRecord holding `fields`."""
+    return config_record_to_proto(ConfigRecord(fields)).ByteSize()
 
 
 class FederatedServer:
@@ -207,17 +220,20 @@ class FederatedServer:
         lr = scheduled_lr(base_lr, server_round - 1, cfg.rounds, cfg.lr_schedule)
         seeds = self.round_seeds(server_round)
         expected = state_hash(self.theta, model_fingerprint(self.setup.scorer))
-        messages, bytes_down, entries_down = [], 0, 0
+        messages, bytes_down, entries_down, snapshots = [], 0, 0, 0
         sent_len = len(self.log)  # what every client reached this round holds once it has read it
         cohort = self.cohort(server_round)
         # offline devices are never reached; the rest may still crash, straggle or attack
         online = [p for p in cohort if not draw_faults(cfg, server_round, p).dropout]
         for pid in online:
-            ins = ConfigRecord(self.train_ins(pid, server_round, lr))
-            msg = Message(RecordDict({"ins": ins}), dst_node_id=self.node_of[pid], message_type="train",
-                          group_id=str(server_round))
+            ins, entries = self.train_ins(pid, server_round, lr)
+            msg = Message(RecordDict({"ins": ConfigRecord(ins)}), dst_node_id=self.node_of[pid],
+                          message_type="train", group_id=str(server_round))
             bytes_down += wire_size(msg)
-            entries_down += sent_len - self.held.get(pid, 0) if cfg.method == "prge" else 0
+            if entries is None:
+                snapshots += 1
+            else:
+                entries_down += entries
             messages.append(msg)
         valid: list[ScalarReply] = []
         rejected: Counter = Counter()
@@ -250,7 +266,8 @@ class FederatedServer:
                 self.held[pid] = sent_len
         record = {"round": server_round, "replies": len(valid), "rejected": sum(rejected.values()),
                   "dropped": len(cohort) - len(online), "bytes_down": bytes_down,
-                  "log_entries_down": entries_down,
+                  # what the cohort's devices replay (one randn(D) each), and who got theta
+                  "log_entries_down": entries_down, "snapshots_down": snapshots,
                   "bytes_up": bytes_up, "lr": lr}
         if cfg.byzantine_fraction:  # ground truth, known to the simulator only
             record["adversaries_in_cohort"] = len(set(online) & adversaries(cfg))
@@ -294,25 +311,38 @@ class FederatedServer:
         self.deadlines.observe(record["round_s"], complete=not missing)
         return record
 
-    def train_ins(self, pid: int, server_round: int, lr: float) -> dict:
-        """P-RGE: the log tail this client lacks (the round's seeds it derives itself). Dense
-        baselines: theta."""
+    def train_ins(self, pid: int, server_round: int, lr: float) -> tuple[dict, int | None]:
+        """P-RGE: how this client catches up (the round's seeds it derives itself), and the log
+        entries that sends (None: a snapshot). Dense baselines: theta."""
         if self.cfg.method == "prge":
-            start = self.held.get(pid, 0)
-            return encode_train_ins(server_round, start, self.log[start:], self.tail_rounds(start),
-                                    self.cfg.eps, lr, self.wire)
+            catch_up, entries = self.catch_up(pid)
+            return encode_train_ins(server_round, catch_up, self.cfg.eps, lr), entries
         return {"server-round": server_round, "theta": encode_tensor(self.theta),
-                "eps": float(self.cfg.eps), "lr": float(lr)}
+                "eps": float(self.cfg.eps), "lr": float(lr)}, 0
+
+    def catch_up(self, pid: int) -> tuple[dict, int | None]:
+        """The log tail this client lacks or theta_t itself, as `catch-up` says (auto: whichever
+        record is smaller, in serialized bytes), with the log entries sent (None: a snapshot)."""
+        start = self.held.get(pid, 0)
+        tail = encode_log(start, self.log[start:], self.tail_rounds(start), self.wire)
+        if start == len(self.log):  # nothing to catch up with
+            return tail, 0
+        if self.cfg.catch_up == "snapshot":
+            return encode_snapshot(len(self.log), self.theta), None
+        if self.cfg.catch_up == "auto":
+            snapshot = encode_snapshot(len(self.log), self.theta)
+            if record_size(snapshot) < record_size(tail):
+                return snapshot, None
+        return tail, len(self.log) - start
 
     def tail_rounds(self, start: int) -> list[int]:
         """The rounds of the log's blocks from entry `start` on (a block boundary)."""
         return self.log_rounds[start // self.wire.block:]
 
     def state_for(self, pid: int) -> dict:
-        """What a client needs to rebuild theta_T: its log tail, or (dense) theta itself."""
+        """What a client needs to rebuild theta_T: its catch-up, or (dense) theta itself."""
         if self.cfg.method == "prge":
-            start = self.held.get(pid, 0)
-            return encode_log(start, self.log[start:], self.tail_rounds(start), self.wire)
+            return self.catch_up(pid)[0]
         return {"theta": encode_tensor(self.theta)}
 
     # -- evaluation ---------------------------------------------------------------------------
@@ -374,6 +404,8 @@ class FederatedServer:
                 record.update(last)
             self.totals["bytes_up"] += record["bytes_up"]
             self.totals["bytes_down"] += record["bytes_down"]
+            self.totals["log_entries_down"] += record["log_entries_down"]
+            self.totals["snapshots_down"] += record["snapshots_down"]
             record["elapsed_s"] = time.perf_counter() - start
             self.metrics.write(record)
             self.save_checkpoint(t, zero, last, record["elapsed_s"])
@@ -398,6 +430,9 @@ class FederatedServer:
             "bytes_up_per_client_round": self.totals["bytes_up"] / max(1, updates),
             "bytes_eval": self.totals["bytes_up_eval"] + self.totals["bytes_down_eval"],
             "messages_resent": self.totals["resent"],
+            # catch-up in the rounds: log entries sent (each replayed by its device) and snapshots
+            "log_entries_down": self.totals["log_entries_down"],
+            "snapshots_down": self.totals["snapshots_down"],
             "final_theta_hash": theta_hash(self.theta), "log_len": len(self.log),
             "method": self.cfg.method, "strategy": self.cfg.strategy,
             "strategy_summary": self.strategy.summary(),

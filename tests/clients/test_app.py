@@ -1,46 +1,36 @@
-import pytest
-from flwr.app import Context, RecordDict
+import tempfile
 
-from clients.app import _extend_log, _stored_log
-from clients.protocol import ProtocolError
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from clients.app import build_client_app, default_device_dir
+from clients.device import DeviceStore
+from clients.protocol import Wire, encode_log, encode_train_ins, round_seeds
+from clients.runconfig import load_config
+from clients.worker import worker_for
 from prge.update_log import LogEntry
 
-
-def _context() -> Context:
-    return Context(run_id=1, node_id=2, node_config={"partition-id": 0}, state=RecordDict(),
-                   run_config={})
+SETS = ["model=tiny", "engine=eager", "num-clients=2", "clients-per-round=2", "partition=iid",
+        "batch-size=4", "local-steps=1", "q=2"]
 
 
-def _entries(a: int, b: int) -> list[LogEntry]:
-    return [LogEntry(100 + i, float(i), 0.1, 2) for i in range(a, b)]
-
-
-def test_client_that_missed_rounds_catches_up_from_the_tail():
-    ctx = _context()
-    assert _extend_log(ctx, 0, _entries(0, 4), q=2) == _entries(0, 4)
-    # the client missed two rounds: the server sends everything from index 4 on
-    assert _extend_log(ctx, 4, _entries(4, 12), q=2) == _entries(0, 12)
-    assert _stored_log(ctx, q=2) == _entries(0, 12)
-
-
-def test_server_resend_from_zero_replaces_the_stored_log():
-    ctx = _context()
-    _extend_log(ctx, 0, _entries(0, 4), q=2)
-    assert _extend_log(ctx, 0, _entries(0, 6), q=2) == _entries(0, 6)
-
-
-def test_a_gap_in_the_log_is_refused():
-    ctx = _context()
-    _extend_log(ctx, 0, _entries(0, 4), q=2)
-    with pytest.raises(ProtocolError, match="holds 4"):
-        _extend_log(ctx, 6, _entries(6, 8), q=2)
-
-
-def test_a_device_ahead_of_a_resumed_server_takes_the_servers_tail(tmp_path):
-    """The device stored the log up to 8, then the server was killed and resumed from a
-    checkpoint that believes the device holds 4: the server's tail from 4 is taken as is."""
-    device = tmp_path / "devices" / "0.json"
-    _extend_log(_context(), 0, _entries(0, 8), q=2, device=device)
-    fresh = _context()  # a new process after the kill: the device file is all that is left
-    assert _extend_log(fresh, 4, _entries(4, 10), q=2, device=device) == _entries(0, 10)
-    assert _stored_log(_context(), q=2, device=device) == _entries(0, 10)
+def test_flowers_context_holds_no_log_on_the_flwr_run_path(tmp_path, monkeypatch):
+    """Without a runner's device directory (`flwr run .`), the device state still lives in
+    storage of its own, so Flower's per-node context does not grow with the log."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    for key, value in {"_run_id": 77, "_node_id": 1, "_task_id": 1}.items():
+        monkeypatch.setattr(TaskIdentity, key, value)  # what Flower sets in a task's process
+    cfg = load_config(None, SETS)
+    wire = Wire.of(cfg)
+    app = build_client_app(cfg)
+    context = Context(run_id=77, node_id=2, node_config={"partition-id": 0}, state=RecordDict(),
+                      run_config={})
+    tail = [LogEntry(s, 0.5, 0.1, cfg.q) for s in round_seeds(cfg.seed, 1, wire.block)]
+    for server_round, (start, entries, rounds) in enumerate([(0, [], []), (0, tail, [1])], 1):
+        ins = encode_train_ins(server_round, encode_log(start, entries, rounds, wire), 1e-2, 0.1)
+        reply = app(Message(RecordDict({"ins": ConfigRecord(ins)}), dst_node_id=2,
+                            message_type="train"), context)
+        assert not reply.has_error(), reply.error
+    assert len(context.state) == 0
+    cursor, _ = DeviceStore(default_device_dir(77) / "0.theta", worker_for(cfg).setup.scorer.dim).load()
+    assert cursor == wire.block  # the device holds round 1's block

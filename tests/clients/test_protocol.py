@@ -1,20 +1,26 @@
 import numpy as np
 import pytest
+import torch
 from flwr.app import ConfigRecord, Message, Metadata, RecordDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clients.protocol import (
     SCALAR_BITS,
+    CatchUp,
     ProtocolError,
     TrainIns,
     TrainRes,
     Wire,
     WrongLengthError,
     decode_scalars,
+    decode_tensor,
     decode_train_ins,
     decode_train_res,
+    encode_log,
     encode_scalars,
+    encode_snapshot,
+    encode_tensor,
     encode_train_ins,
     encode_train_res,
     packed_size,
@@ -32,11 +38,22 @@ def test_train_ins_round_trip_through_a_config_record():
     tail = [LogEntry(s, g, lr, 4) for s, g, lr in zip(round_seeds(7, 3, 2) + round_seeds(7, 5, 2),
                                                        [-0.25, 1.5, 3.0, -2.0], [0.05] * 2 + [0.04] * 2,
                                                        strict=True)]
-    rec = ConfigRecord(encode_train_ins(6, 8, tail, [3, 5], 0.01, 0.05, WIRE))
+    rec = ConfigRecord(encode_train_ins(6, encode_log(8, tail, [3, 5], WIRE), 0.01, 0.05))
     assert "seeds" not in rec and "log-seeds" not in rec
-    assert decode_train_ins(rec, WIRE) == TrainIns(6, 8, tail, round_seeds(7, 6, 2), 0.01, 0.05)
+    assert decode_train_ins(rec, WIRE) == TrainIns(6, CatchUp(8, tail), round_seeds(7, 6, 2),
+                                                   0.01, 0.05)
     with pytest.raises(ProtocolError, match="bytes for 2 blocks"):
         decode_train_ins({**rec, "log-grads": rec["log-grads"][:-1]}, WIRE)
+
+
+def test_a_snapshot_carries_theta_as_float32_bytes():
+    theta = torch.linspace(-1, 1, 10)
+    rec = ConfigRecord(encode_train_ins(6, encode_snapshot(24, theta), 0.01, 0.05))
+    ins = decode_train_ins(rec, WIRE)
+    assert ins.catch_up == CatchUp(24, [], encode_tensor(theta))
+    assert torch.equal(decode_tensor(ins.catch_up.snapshot, 10), theta)  # exact: theta's dtype
+    with pytest.raises(ProtocolError, match="snapshot has type"):
+        decode_train_ins({**rec, "snapshot": [1.0]}, WIRE)
 
 
 def test_train_res_round_trip_and_rejections():

@@ -54,7 +54,8 @@ def test_the_reply_hash_pins_the_base_model_and_A():
     seeds = [derive_seed(0, "round", 1, j) for j in range(8)]
 
     def reply_hash(worker):
-        return worker.train(0, log, 1, seeds, 1e-2, 0.1).theta_hash
+        return worker.train(0, replay(worker.setup.scorer.layout.zeros(), log), 1, seeds, 1e-2,
+                            0.1).theta_hash
 
     assert reply_hash(ClientWorker(load_config(None, sets))) == expected  # a fresh process agrees
     assert reply_hash(other) != expected

@@ -113,6 +113,28 @@ def test_same_seed_same_metrics_with_one_or_two_ray_actors(two_actor_run, tmp_pa
         json.loads((other / "clients.json").read_text())
 
 
+def test_snapshot_catch_up_changes_the_bytes_not_the_run(two_actor_run, tmp_path):
+    """Devices sent theta_t itself rebuild the same theta as devices sent the log: same hashes,
+    accuracies and clients, other download bytes. (At this adapter size and log length `auto`
+    chose the log for every message, each one no larger than its snapshot.)"""
+    out, _ = two_actor_run
+    snap = tmp_path / "snapshot"
+    got = _fed_run(snap, "catch-up=snapshot")
+    want = [m for m in read_jsonl(out / "metrics.jsonl") if m["round"] > 0]
+    moved = ("bytes_down", "log_entries_down", "snapshots_down")
+
+    def clean(rows):
+        return [{k: v for k, v in m.items() if not k.endswith("_s") and k not in moved}
+                for m in rows]
+
+    assert clean(got) == clean(want)
+    assert json.loads((snap / "clients.json").read_text()) == \
+        json.loads((out / "clients.json").read_text())
+    assert all(m["log_entries_down"] == 0 for m in got) and sum(m["snapshots_down"] for m in got)
+    assert all(m["snapshots_down"] == 0 for m in want) and sum(m["log_entries_down"] for m in want)
+    assert all(a["bytes_down"] <= b["bytes_down"] for a, b in zip(want, got, strict=True))
+
+
 def test_federated_run_through_the_executorch_engine(tmp_path):
     cache, out = tmp_path / "cache", tmp_path / "run"
     proc = fedprge("run", *FED, "--set", "engine=executorch", "--set", f"cache={cache}",

@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from clients.device import HEADER, DeviceStore
+from clients.protocol import CatchUp, ProtocolError, encode_tensor
+from prge.perturb import derive_seed
+from prge.update_log import LogEntry, replay
+
+DIM = 64
+
+
+def _entries(a: int, b: int) -> list[LogEntry]:
+    return [LogEntry(derive_seed(0, "log", i), 0.1 * (i - 5), 0.05, 2) for i in range(a, b)]
+
+
+def _theta(n: int) -> torch.Tensor:
+    """theta after the first n entries, replayed from theta_0 in one go."""
+    return replay(torch.zeros(DIM), _entries(0, n))
+
+
+def test_a_client_that_missed_rounds_replays_only_what_is_new(tmp_path):
+    device = DeviceStore(tmp_path / "0.theta", DIM)
+    assert device.catch_up(CatchUp(0, _entries(0, 4))).replayed == 4
+    caught = device.catch_up(CatchUp(4, _entries(4, 12)))  # it missed two rounds
+    assert caught.replayed == 8
+    assert torch.equal(caught.theta, _theta(12))  # bit for bit: same additions, same order
+    assert device.load()[0] == 12
+    caught.theta.add_(1.0)  # training changes the copy, never the stored state
+    assert torch.equal(device.load()[1], _theta(12))
+
+
+def test_stored_state_does_not_grow_with_the_log(tmp_path):
+    device = DeviceStore(tmp_path / "0.theta", DIM)
+    device.catch_up(CatchUp(0, _entries(0, 4)))
+    size = device.path.stat().st_size
+    device.catch_up(CatchUp(4, _entries(4, 400)))
+    assert device.path.stat().st_size == size == HEADER + 4 * DIM
+
+
+def test_a_resend_from_zero_starts_over(tmp_path):
+    """After a rejected reply the server sends the whole log: the device must not trust what it
+    stored (here: a theta from another history)."""
+    device = DeviceStore(tmp_path / "0.theta", DIM)
+    device.store(4, torch.ones(DIM))
+    caught = device.catch_up(CatchUp(0, _entries(0, 6)))
+    assert caught.replayed == 6 and torch.equal(caught.theta, _theta(6))
+
+
+def test_a_gap_in_the_log_is_refused(tmp_path):
+    device = DeviceStore(tmp_path / "0.theta", DIM)
+    device.catch_up(CatchUp(0, _entries(0, 4)))
+    with pytest.raises(ProtocolError, match="holds 4"):
+        device.catch_up(CatchUp(6, _entries(6, 8)))
+
+
+def test_a_device_ahead_of_a_resumed_server_skips_what_it_applied(tmp_path):
+    """The device stored the log up to 8, then the server was killed and resumed from a
+    checkpoint that believes the device holds 4: the server's tail from 4 ends where an
+    uninterrupted run would be, with only the 2 new entries replayed."""
+    device = DeviceStore(tmp_path / "0.theta", DIM)
+    device.catch_up(CatchUp(0, _entries(0, 8)))
+    caught = DeviceStore(device.path, DIM).catch_up(CatchUp(4, _entries(4, 10)))
+    assert caught.replayed == 2
+    assert torch.equal(caught.theta, replay(_theta(8), _entries(8, 10)))
+
+
+def test_a_device_beyond_the_servers_log_is_refused(tmp_path):
+    device = DeviceStore(tmp_path / "0.theta", DIM)
+    device.catch_up(CatchUp(0, _entries(0, 8)))
+    with pytest.raises(ProtocolError, match="more than the server's 6"):
+        device.catch_up(CatchUp(4, _entries(4, 6)))
+
+
+def test_a_snapshot_replaces_the_state_exactly(tmp_path):
+    device = DeviceStore(tmp_path / "0.theta", DIM)
+    device.catch_up(CatchUp(0, _entries(0, 4)))
+    caught = device.catch_up(CatchUp(40, [], encode_tensor(_theta(40))))
+    assert caught.replayed == 0 and torch.equal(caught.theta, _theta(40))
+    # and the log goes on from the snapshot's position
+    assert torch.equal(device.catch_up(CatchUp(40, _entries(40, 44))).theta, _theta(44))
+
+
+def test_a_state_of_another_size_is_a_clear_error(tmp_path):
+    DeviceStore(tmp_path / "0.theta", DIM).store(3, torch.zeros(DIM))
+    with pytest.raises(ProtocolError, match="another adapter"):
+        DeviceStore(tmp_path / "0.theta", DIM + 1).load()
