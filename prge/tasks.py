@@ -17,19 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from prge.dataset import Example, TaskError
+from prge.vader import load_vader_examples
+
 MR_TEMPLATE = "{text} It was"
 MR_LABEL_WORDS = (" terrible", " great")  # label 0 = rotten (negative), 1 = fresh (positive)
-
-
-class TaskError(ValueError):
-    """A task or data problem the user can fix (one sentence)."""
-
-
-@dataclass(frozen=True)
-class Example:
-    text: str
-    label: int
-    domain: str = ""
 
 
 @dataclass
@@ -128,8 +120,6 @@ def load_task(name: str, *, template: str | None = None,
     if name == "mixed":
         # Several domains for `partition=domain`: MR movie snippets plus the human-rated tweets,
         # Amazon and NYT snippets of vaderSentiment's sdist, under one prompt and verbalizer.
-        from prge.vader import load_vader_examples
-
         template = template or MR_TEMPLATE
         label_words = tuple(label_words or MR_LABEL_WORDS)
         seen, examples = set(), []

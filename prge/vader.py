@@ -17,8 +17,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from prge.dataset import Example, TaskError
 from prge.models import cache_root
-from prge.tasks import Example, TaskError
 
 SDIST = "vaderSentiment-3.3.2.tar.gz"
 INNER = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"

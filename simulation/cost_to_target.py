@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from simulation.rundata import Run
 from simulation.stats import mean_ci
+from simulation.units import duration, size
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,6 @@ def first_reach(run: Run, target: float) -> Reached | None:
 def cell(runs: list[Run], target: float) -> str:
     """"1.2 MiB · 3.4 min (r 50)" for one run; over seeds, the means of the seeds that reached
     it and how many did ("(2/3 seeds)"); "not reached" when none did."""
-    from simulation.report import duration, size  # the table's own units
-
     hits = [r for r in (first_reach(run, target) for run in runs) if r is not None]
     if not hits:
         return "not reached"

@@ -18,6 +18,7 @@ from typing import Any
 from simulation.cost_to_target import cell, header
 from simulation.rundata import Run, SeedGroup, has_seed_axis, load_runs, seed_groups
 from simulation.stats import mean_ci
+from simulation.units import duration, pct, size
 
 HEADER = ["run", "method", "strategy", "q", "K", "clients/round", "final acc (raw / cal)",
           "best cal acc (round)", "client personalized acc", "bytes up", "bytes down",
@@ -26,30 +27,6 @@ HEADER = ["run", "method", "strategy", "q", "K", "clients/round", "final acc (ra
 SEED_HEADER = ["setting", "seeds", "method", "strategy", "q", "K", "clients/round",
                "final acc (raw / cal), 95 % CI", "best cal acc", "client personalized acc",
                "bytes up", "bytes down", "up / client / round", "wall time"]
-
-
-def pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f} %"
-
-
-def size(n: float | None) -> str:
-    """Binary units: a seeds-and-scalars upload is tens of bytes, a dense one megabytes."""
-    if n is None:
-        return "-"
-    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
-        if n >= scale:
-            return f"{n / scale:,.1f} {unit}"
-    return f"{n:,.0f} B"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _strategy(config: dict[str, Any]) -> str:

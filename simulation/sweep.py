@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from clients.runconfig import ConfigError, load_config
-from simulation.report import pct
 from simulation.rundir import write_json
+from simulation.units import pct
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._,+-]+")  # anything else (/, :, spaces, quotes) becomes "-"
 _MAX_NAME = 120  # well under the 255-byte file-name limit, with room for ".incomplete-N"

@@ -16,11 +16,13 @@ a quarter of a 64-token one), where a static one would pay for `max_length` ever
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import os
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -70,6 +72,19 @@ def prune_cache(folder: Path, budget: int, keep: Path) -> list[Path]:
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+@contextmanager
+def _program_lock(path: Path):
+    """An exclusive lock on one program of the cache, across processes (released when its holder
+    exits, even killed, since the kernel drops a dead process's flock)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def prefix_fingerprint(scorer: LabelScorer) -> str:
@@ -197,8 +212,15 @@ class ExecuTorchEngine:
             return _LOADED[key]
         path = self.cache_dir / f"prge-{key}.pte"
         label = f"{kind} {copies}x{self.batch_rows}x{tokens}"
+        lowered = False
         if not path.is_file():
-            self._lower(kind, copies, tokens, path, label)
+            # One process per machine lowers a program; the others wait for it and load it
+            # (lowering takes minutes on a real model, and every client process may ask at once)
+            with _program_lock(path):
+                if not path.is_file():
+                    self._lower(kind, copies, tokens, path, label)
+                    lowered = True
+        if lowered:
             for old in prune_cache(self.cache_dir, self.cache_budget, keep=path):
                 self.log(f"program cache over {self.cache_budget / 2**30:.1f} GiB: removed {old.name}")
         else:
@@ -218,6 +240,8 @@ class ExecuTorchEngine:
         from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
         t0 = time.perf_counter()
+        self.log(f"lowering the {label} program with ExecuTorch (once per machine: it is cached "
+                 f"in {self.cache_dir}; minutes on a real model)...")
         example = self._example(kind, copies, tokens)
         with torch.no_grad(), warnings.catch_warnings():
             # ExecuTorch's serializer trips torch's pytree deprecations, once per node: noise

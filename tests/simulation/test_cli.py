@@ -63,27 +63,6 @@ def test_user_errors_are_one_line_and_exit_2(args, message):
     assert "Traceback" not in proc.stderr
 
 
-def test_clients_and_strategies_never_import_the_simulator():
-    """A client or a strategy must be deployable without simulation/ (the server, runner, CLI):
-    no module of clients/ or strategies/ imports it, directly or through another."""
-    code = ("import sys, pkgutil, importlib, clients, strategies\n"
-            "for pkg in (clients, strategies):\n"
-            "    for m in pkgutil.iter_modules(pkg.__path__):\n"
-            "        importlib.import_module(pkg.__name__ + '.' + m.name)\n"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'simulation')\n"
-            "print(bad); sys.exit(1 if bad else 0)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
-
-
-def test_prge_never_imports_flower_or_ray():
-    code = ("import sys, prge.estimator, prge.scorer, prge.models, prge.tasks, prge.evaluate, "
-            "prge.engines.eager; bad = [m for m in sys.modules if m.split('.')[0] in "
-            "('flwr', 'ray')]; print(bad); sys.exit(1 if bad else 0)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout
-
-
 def test_train_through_the_executorch_engine(tmp_path):
     env_cache = tmp_path / "cache"
     args = [*TINY, "--set", "steps=2", "--set", "eval-every=2", "--set", f"cache={env_cache}"]

@@ -178,3 +178,44 @@ def test_prefix_program_key_ignores_the_adapters(tmp_path):
     deeper = engine(["q", "v"], "last-2", 0)
     assert a._key(1, "prefix") == b._key(1, "prefix") != deeper._key(1, "prefix")
     assert a._key(8, "suffix", 16) != b._key(8, "suffix", 16)
+
+
+LOWER_WHEN_TOLD = """
+import sys, time
+from pathlib import Path
+from prge.engines.executorch import ExecuTorchEngine
+from prge.models import tiny_model
+from prge.scorer import LabelScorer
+from prge.tasks import PromptEncoder
+model, tok = tiny_model(seed=2)
+encoder = PromptEncoder(tok, "{text} It was", (" terrible", " great"), max_length=32)
+engine = ExecuTorchEngine(LabelScorer(model, encoder.label_ids, targets=["head"], rank=4),
+                          sys.argv[1], batch_rows=4, max_length=32, log=lambda m: None)
+go = Path(sys.argv[2])
+while not go.exists():  # both processes ask for the program at the same moment
+    time.sleep(0.01)
+engine.prepare([2])
+print(engine.lowering_s[2])
+"""
+
+
+def test_processes_asking_at_once_lower_a_program_once(tmp_path):
+    """Many client processes start together on a cold cache: one lowers, the others wait for
+    its program and load it (before the lock, each lowered its own copy)."""
+    import subprocess
+    import sys
+    import time
+
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", LOWER_WHEN_TOLD, str(tmp_path / "cache"),
+                               str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    time.sleep(8)  # both have built their model and wait
+    go.touch()
+    seconds = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+        seconds.append(float(out.split()[-1]))
+    assert sorted(s > 0 for s in seconds) == [False, True], seconds
+    assert len(list((tmp_path / "cache").glob("*.pte"))) == 1
