@@ -20,6 +20,8 @@ import fcntl
 import hashlib
 import importlib.metadata
 import os
+import sys
+import tempfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -40,6 +42,32 @@ def _versions() -> str:
     return ",".join(f"{p}={importlib.metadata.version(p)}" for p in ("torch", "executorch"))
 
 
+CPUINFO_PROBE = "[cpuinfo_utils.cpp"
+
+
+@contextmanager
+def _without_cpuinfo_probe():
+    """XNNPACK probes the CPU the first time a process loads a delegate and prints each step
+    from C++ straight to file descriptor 2 (`[cpuinfo_utils.cpp:71] Reading file ...`): noise
+    for a user, who can do nothing about it. Capture fd 2 around the call and pass every other
+    line on (an error ExecuTorch prints while loading still shows)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if CPUINFO_PROBE not in line)
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
+
+
 def _match_threadpool(threads: int) -> None:
     """Size ExecuTorch's CPU threadpool like torch's, so that clients sharing cores (one thread
     each under Ray) do not oversubscribe them. The call is experimental: if a release drops it,
@@ -53,8 +81,9 @@ def _match_threadpool(threads: int) -> None:
                       "may oversubscribe cores shared by several clients", RuntimeWarning,
                       stacklevel=2)
         return
-    if portable_lib._threadpool_get_thread_count() != threads:
-        portable_lib._unsafe_reset_threadpool(threads)
+    with _without_cpuinfo_probe():  # the threadpool's first use probes the CPU
+        if portable_lib._threadpool_get_thread_count() != threads:
+            portable_lib._unsafe_reset_threadpool(threads)
 
 
 def prune_cache(folder: Path, budget: int, keep: Path) -> list[Path]:
@@ -231,7 +260,8 @@ class ExecuTorchEngine:
         from executorch.runtime import Runtime
 
         ensure_runtime_kernels(self.quantize)
-        method = Runtime.get().load_program(str(path)).load_method("forward")
+        with _without_cpuinfo_probe():
+            method = Runtime.get().load_program(str(path)).load_method("forward")
         _LOADED[key] = method
         return method
 

@@ -219,3 +219,14 @@ def test_processes_asking_at_once_lower_a_program_once(tmp_path):
         seconds.append(float(out.split()[-1]))
     assert sorted(s > 0 for s in seconds) == [False, True], seconds
     assert len(list((tmp_path / "cache").glob("*.pte"))) == 1
+
+
+def test_the_cpu_probe_lines_are_dropped_and_other_output_kept(capfd):
+    import os
+
+    with et._without_cpuinfo_probe():
+        os.write(2, b"[cpuinfo_utils.cpp:71] Reading file /sys/devices/soc0/image_version\n")
+        os.write(2, b"E executorch: an error the user must see\n")
+    err = capfd.readouterr().err
+    assert "cpuinfo_utils" not in err
+    assert "an error the user must see" in err
