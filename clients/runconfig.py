@@ -219,25 +219,15 @@ def _coerce(key: str, value: Any, typ: Any, from_text: bool) -> Any:
         if from_text and str(value).lower() in ("true", "1", "yes", "false", "0", "no"):
             return str(value).lower() in ("true", "1", "yes")
         raise bad
-    if typ is int:
+    if typ in (int, float):
+        # a bool is an int to Python, never a number to a user; an int is a fine float
         if isinstance(value, bool):
             raise bad
-        if isinstance(value, int):
-            return value
+        if isinstance(value, int if typ is int else int | float):
+            return typ(value)
         if from_text:
             try:
-                return int(str(value))
-            except ValueError:
-                raise bad from None
-        raise bad
-    if typ is float:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int | float):
-            return float(value)
-        if from_text:
-            try:
-                return float(str(value))
+                return typ(str(value))
             except ValueError:
                 raise bad from None
         raise bad

@@ -329,7 +329,9 @@ class FederatedServer:
             return tail, 0
         if self.cfg.catch_up == "snapshot":
             return encode_snapshot(len(self.log), self.theta), None
-        if self.cfg.catch_up == "auto":
+        # a snapshot record holds more than theta's 4*D bytes: encode one only when the tail
+        # is larger than that (else every client of every round would serialize theta for nothing)
+        if self.cfg.catch_up == "auto" and record_size(tail) > 4 * self.theta.numel():
             snapshot = encode_snapshot(len(self.log), self.theta)
             if record_size(snapshot) < record_size(tail):
                 return snapshot, None

@@ -62,25 +62,29 @@ def test_the_cycle_check_can_fail():
     assert _cycles({"a": {"b"}, "b": set()}) == []
 
 
+def _pulled_in(packages: tuple[str, ...], forbidden: tuple[str, ...]) -> subprocess.CompletedProcess:
+    """Import every module of `packages` in a fresh interpreter; it exits 1 and prints the
+    modules of the `forbidden` top-level packages that came along, if any."""
+    code = ("import sys, pkgutil, importlib\n"
+            "packages, forbidden = sys.argv[1].split(','), sys.argv[2].split(',')\n"
+            "for name in packages:\n"
+            "    pkg = importlib.import_module(name)\n"
+            "    for m in pkgutil.walk_packages(pkg.__path__, name + '.'):\n"
+            "        importlib.import_module(m.name)\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in forbidden)\n"
+            "print(bad); sys.exit(1 if bad else 0)")
+    return subprocess.run([sys.executable, "-c", code, ",".join(packages), ",".join(forbidden)],
+                          capture_output=True, text=True)
+
+
 def test_clients_and_strategies_never_import_the_simulator():
     """A client or a strategy must be deployable without simulation/ (the server, runner, CLI):
     no module of clients/ or strategies/ imports it, directly or through another."""
-    code = ("import sys, pkgutil, importlib, clients, strategies\n"
-            "for pkg in (clients, strategies):\n"
-            "    for m in pkgutil.iter_modules(pkg.__path__):\n"
-            "        importlib.import_module(pkg.__name__ + '.' + m.name)\n"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'simulation')\n"
-            "print(bad); sys.exit(1 if bad else 0)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    proc = _pulled_in(("clients", "strategies"), ("simulation",))
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
 
 
 def test_prge_never_imports_flower_or_ray():
     """The algorithm runs without the federation: no module of prge/ pulls in flwr or ray."""
-    code = ("import sys, pkgutil, importlib, prge\n"
-            "for m in pkgutil.walk_packages(prge.__path__, 'prge.'):\n"
-            "    importlib.import_module(m.name)\n"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('flwr', 'ray'))\n"
-            "print(bad); sys.exit(1 if bad else 0)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    proc = _pulled_in(("prge",), ("flwr", "ray"))
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
