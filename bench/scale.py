@@ -87,11 +87,13 @@ def measure(n: int, args, out: Path) -> dict:
     if any(m["replies"] != n for m in rounds):
         raise SystemExit(f"not every client answered: {[m['replies'] for m in rounds]}")
     clients = [peak[p] for p, k in kinds.items() if k == "client"]
+    if not clients:  # a renamed actor class would otherwise print a client memory of 0
+        raise SystemExit("no client process (a Ray worker titled ClientAppActor) was seen")
     mib = 1024
     return {"clients": n, "messages": sum(m["replies"] for m in rounds),
             "driver_peak_mib": round(peak[proc.pid] / mib, 1),
             "client_processes": len(clients),
-            "client_peak_mib_max": round(max(clients, default=0) / mib, 1),
+            "client_peak_mib_max": round(max(clients) / mib, 1),
             "ray_daemons_peak_mib": round(sum(peak[p] for p, k in kinds.items() if k == "ray") / mib, 1),
             "tree_peak_mib": round(peak_total / mib, 1),
             "round_s": [round(m["round_s"], 1) for m in rounds],
