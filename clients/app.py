@@ -28,7 +28,7 @@ from clients.protocol import (
     encode_dense_res,
     encode_train_res,
 )
-from clients.runconfig import Config, config_from_mapping
+from clients.runconfig import Config, config_from_flower
 from clients.worker import worker_for
 
 PERSONAL_KEY = "personal-log"
@@ -47,18 +47,26 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
     `default_device_dir`."""
     app = ClientApp()
 
+    def devices(context: Context) -> Path | None:
+        """The run's device folder: the one given here, else the runner's (run-dir/devices)."""
+        if device_dir is not None:
+            return Path(device_dir)
+        run_dir = config_from_flower(dict(context.run_config)).run_dir
+        return run_dir / "devices" if run_dir is not None else None
+
     def device(context: Context, dim: int) -> DeviceStore:
-        where = Path(device_dir) if device_dir is not None else default_device_dir(context.run_id)
+        where = devices(context) or default_device_dir(context.run_id)
         return DeviceStore(where / f"{int(context.node_config['partition-id'])}.theta", dim)
 
     def prefix_store(context: Context) -> Path | None:
         """Where the device keeps its examples' frozen-prefix hidden states (see worker.data)."""
-        if device_dir is None:
+        where = devices(context)
+        if where is None:
             return None
-        return Path(device_dir) / f"{int(context.node_config['partition-id'])}.prefix.npz"
+        return where / f"{int(context.node_config['partition-id'])}.prefix.npz"
 
     def run_cfg(context: Context) -> Config:
-        return cfg or config_from_mapping(dict(context.run_config))
+        return cfg or config_from_flower(dict(context.run_config)).cfg
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
@@ -93,7 +101,7 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
     def train(msg: Message, context: Context) -> Message:
         c = run_cfg(context)
         try:
-            with busy(device_dir, int(context.node_config["partition-id"])):
+            with busy(devices(context), int(context.node_config["partition-id"])):
                 if c.method != "prge":
                     return train_dense(msg, c, context)
                 return train_prge(msg, c, context)
@@ -103,7 +111,7 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        with busy(device_dir, int(context.node_config["partition-id"])):
+        with busy(devices(context), int(context.node_config["partition-id"])):
             return personalize(msg, context)
 
     def personalize(msg: Message, context: Context) -> Message:

@@ -295,3 +295,37 @@ def config_from_mapping(values: dict[str, Any]) -> Config:
     for key, raw in values.items():
         _apply(parsed, key, raw, from_text=True)
     return Config(**{k.replace("-", "_"): v for k, v in parsed.items()}).validate()
+
+
+# Keys a runner adds to Flower's run config beside (or instead of) the flat keys above: the whole
+# resolved config as JSON, the run directory it made, whether the run continues a stopped one, and
+# the PID of the command that owns the run (the run stops when that process is gone).
+RUNNER_KEYS = ("config-json", "run-dir", "resume", "owner-pid")
+
+
+@dataclass(frozen=True)
+class FlowerRun:
+    """What a ServerApp or ClientApp reads from Flower's run config."""
+
+    cfg: Config
+    run_dir: Path | None  # None: `flwr run .` with no runner; the ServerApp makes one
+    resume: bool
+    owner_pid: int  # 0: none
+
+
+def config_from_flower(run_config: dict[str, Any]) -> FlowerRun:
+    """The one parser of Flower's run config, for both paths: `fedprge run` (which passes
+    `config-json` and `run-dir`) and `flwr run .` (the flat keys of pyproject.toml plus any
+    --run-config overrides; lists as comma-separated strings)."""
+    values = dict(run_config)
+    blob = str(values.pop("config-json", ""))
+    run_dir = str(values.pop("run-dir", ""))
+    resume = _coerce("resume", values.pop("resume", False), bool, from_text=True)
+    owner_pid = _coerce("owner-pid", values.pop("owner-pid", 0), int, from_text=True)
+    if blob:
+        try:
+            values = json.loads(blob)
+        except json.JSONDecodeError:
+            raise ConfigError("config-json is not a JSON object") from None
+    return FlowerRun(config_from_mapping(values), Path(run_dir) if run_dir else None, resume,
+                     owner_pid)

@@ -1,4 +1,5 @@
-"""`fedprge run`: one federated simulation on Flower's simulation engine with the Ray backend.
+"""`fedprge run`: one federated simulation on Flower's supported simulation runtime (a local
+SuperLink with the Ray backend, the runtime `flwr run` uses).
 
 This module is the only place that starts Flower's simulation runtime.
 """
@@ -6,41 +7,45 @@ This module is the only place that starts Flower's simulation runtime.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import warnings
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 from clients.runconfig import Config, ConfigError
 from simulation.checkpoint import CheckpointError, load_checkpoint
 from simulation.environment import record_environment
-from simulation.quiet import quiet_library_warnings
+from simulation.flower_runtime import RuntimeStartError, local_superlink, stop_tree, submit, write_app
+from simulation.follow import follow
 from simulation.rundir import new_run_dir, write_json
 
-ACTOR_RESTARTS = -1  # no limit: the server resends a lost message a bounded number of times
+FLOWER_LOG = "flower.log"  # the SuperLink's log and Flower's log of the run, in the run directory
 
 
 class RunError(RuntimeError):
     """The simulation did not finish (one sentence pointing at the run directory)."""
 
 
-def backend_config(cfg: Config) -> dict:
-    # Client processes' own output (library deprecation warnings, ExecuTorch's CPU probing) stays
-    # in Ray's session logs rather than flooding the terminal; what matters reaches the driver
-    # anyway: error replies, counted per round, and Flower's log of any client exception.
-    init_args: dict = {"include_dashboard": False, "logging_level": logging.ERROR,
-                       "log_to_driver": False}
-    if cfg.ray_address:
-        init_args = {"address": cfg.ray_address, "logging_level": logging.ERROR,
-                     "log_to_driver": False}
+def federation_config(cfg: Config) -> dict[str, object]:
+    """Flower's federation config for the run: its supernodes and the Ray backend's settings.
+
+    Client processes' own output (library warnings, ExecuTorch's CPU probing) stays in Ray's
+    session logs; what matters reaches the server anyway (error replies, counted per round)."""
+    fed: dict[str, object] = {"num-supernodes": cfg.num_clients,
+                              "init-args-logging-level": "ERROR", "init-args-log-to-driver": False}
+    if cfg.ray_address:  # the cluster's CPUs; Flower's runtime gives an actor whole CPUs
+        if cfg.client_cpus != int(cfg.client_cpus):
+            raise ConfigError(f"client-cpus={cfg.client_cpus!r} must be a whole number with "
+                              "ray-address (Flower's runtime gives each client whole CPUs)")
+        fed["client-resources-num-cpus"] = int(cfg.client_cpus)
     else:
-        init_args["num_cpus"] = cfg.ray_cpus or os.cpu_count() or 1
-    # Flower hands client_resources to the actors' Ray options. A client process that dies (OOM
-    # killer, a stray kill) is started again by Ray; the server sends the lost message
-    # again (FederatedServer.exchange), so the run's results do not change.
-    return {"client_resources": {"num_cpus": cfg.client_cpus, "num_gpus": 0.0,
-                                 "max_restarts": ACTOR_RESTARTS},
-            "init_args": init_args}
+        # A local Ray offering cores / client-cpus CPUs, one per actor, runs as many clients at once
+        # as client-cpus per actor would (a fraction of a CPU cannot be asked of Flower's runtime).
+        cores = cfg.ray_cpus or os.cpu_count() or 1
+        fed["init-args-num-cpus"] = max(1, round(cores / cfg.client_cpus))
+        fed["client-resources-num-cpus"] = 1
+    return fed
 
 
 def resume_config(run_dir: str | Path) -> Config:
@@ -63,42 +68,76 @@ def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = T
                   resume: str | Path | None = None) -> Path:
     """A new run in `out` (or a fresh directory), or, with `resume`, the rest of a stopped run
     from its last checkpoint (cfg must then be `resume_config(resume)`)."""
-    from flwr.simulation import run_simulation
-
-    quiet_library_warnings()  # again: importing flwr.simulation turned deprecations back on
-    # Flower prints through its own handler; ExecuTorch's XNNPACK partitioner gives the root
-    # logger one at import (basicConfig), which would print Flower's debug records a second time.
-    logging.getLogger("flwr").propagate = False
-
-    from clients.app import build_client_app
-    from simulation.server_app import build_server_app
     from strategies.loader import StrategyError, load_strategy
 
     try:
-        load_strategy(cfg.strategy, **cfg.strategy_args)  # fail before starting Ray
+        load_strategy(cfg.strategy, **cfg.strategy_args)  # fail before starting anything
     except StrategyError as err:
         raise ConfigError(str(err)) from None
-    if cfg.engine == "executorch":
-        _lower_programs(cfg)
+    fed = federation_config(cfg)
     if resume:
         run_dir = Path(resume)
     else:
         run_dir = new_run_dir(cfg.out, "run", out)
         write_json(run_dir / "config.json", cfg.to_dict())
-    record_environment(run_dir)  # one record per process that works on the run
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        run_simulation(server_app=build_server_app(cfg, run_dir, progress, resume=bool(resume)),
-                       client_app=build_client_app(cfg, device_dir=run_dir / "devices"),
-                       num_supernodes=cfg.num_clients,
-                       backend_config=backend_config(cfg))
+    run_dir = run_dir.resolve()
+    record_environment(run_dir)  # one record per start of the run
+    log = run_dir / FLOWER_LOG
+    log_start = log.stat().st_size if log.is_file() else 0  # a resumed run appends to it
+    env = {"RAY_ADDRESS": cfg.ray_address} if cfg.ray_address else {}
+    with tempfile.TemporaryDirectory(prefix="fedprge-flower-") as work:
+        app = write_app(Path(work) / "app", {"config-json": json.dumps(cfg.to_dict()),
+                                             "run-dir": str(run_dir), "resume": bool(resume),
+                                             "owner-pid": os.getpid()})
+        try:
+            with local_superlink(Path(work), log, env) as link:
+                stream = submit(link, app, fed, log)
+                try:
+                    # While Flower starts the simulation process and Ray, lower (or find) the
+                    # programs here, where the user sees it: the run's processes wait for them (a
+                    # lock per program) and load them, instead of lowering them once each.
+                    if cfg.engine == "executorch":
+                        _lower_or_discard(cfg, None if resume else run_dir)
+                    follow(stream, run_dir / "metrics.jsonl", cfg.rounds, progress,
+                           check=lambda: _check_alive(link.proc, log))
+                finally:
+                    stop_tree(stream.pid)
+        except RuntimeStartError as err:
+            raise RunError(str(err)) from None
+    _pass_on_our_lines(log, log_start)
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():
-        raise RunError(f"the simulation stopped before finishing; see {run_dir}/metrics.jsonl "
-                       f"(continue it with: fedprge run --resume {run_dir})")
+        raise RunError(f"the simulation stopped before finishing; see {log} and "
+                       f"{run_dir}/metrics.jsonl (continue it with: fedprge run --resume {run_dir})")
     if progress:
         print_summary(run_dir, json.loads(summary_path.read_text()))
     return run_dir
+
+
+def _lower_or_discard(cfg: Config, made: Path | None) -> None:
+    """`_lower_programs`; if it fails (a model that cannot be loaded, ...), the run directory
+    this command made holds nothing yet: remove it, so the mistake leaves nothing behind."""
+    try:
+        _lower_programs(cfg)
+    except BaseException:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+def _check_alive(superlink, log: Path) -> None:
+    if superlink.poll() is not None:
+        raise RuntimeStartError(f"Flower's SuperLink stopped during the run; see {log}")
+
+
+def _pass_on_our_lines(log: Path, start: int) -> None:
+    """The server's own notices (lines starting "fedprge:") from Flower's log to stderr."""
+    with log.open("rb") as f:
+        f.seek(start)
+        text = f.read().decode(errors="replace")
+    for line in text.splitlines():
+        if line.startswith("fedprge: "):
+            print(line, file=sys.stderr)
 
 
 def _lower_programs(cfg: Config) -> None:

@@ -34,7 +34,7 @@ from clients.protocol import (
     quantize,
     round_seeds,
 )
-from clients.runconfig import Config, config_from_mapping
+from clients.runconfig import Config, config_from_flower
 from prge.estimator import scheduled_lr
 from prge.evaluate import evaluate
 from prge.perturb import derive_seed
@@ -44,6 +44,7 @@ from prge.update_log import LogEntry, replay, state_hash, theta_hash
 from simulation.checkpoint import Checkpoint, keep_lines, load_checkpoint, save_checkpoint
 from simulation.deadline import Deadlines
 from simulation.environment import record_environment
+from simulation.owner import stop_with_owner
 from simulation.rundir import JsonlWriter, new_run_dir, read_jsonl, write_json
 from simulation.validate import error_reason, validate_reply
 from strategies.base import ScalarReply
@@ -69,12 +70,20 @@ MAX_ID = 2**63 - 1
 def wire_size(msg: Message) -> int:
     """Bytes of the serialized message (metadata + content), as it crosses the wire.
 
-    Flower draws node and run ids at random, and a varint's width depends on its value; we count
-    every id at its widest (9 bytes) so that byte counts are an exact function of the run's seed.
+    Flower draws node and run ids at random, and a varint's width depends on its value: each id is
+    counted at 9 bytes (an id below 2**63; one drawn above it takes a byte more), so that byte
+    counts are an exact function of the run's seed. A message also carries the id of the
+    ServerApp's task (as `src_task_id` going out, `dst_task_id` coming back): 1 in Flower's
+    in-process simulation, a random 64-bit id under a SuperLink; it is counted as 1 (one byte), so
+    that both runtimes count the same bytes. In a deployment every id may take 10 bytes: up to 12
+    bytes more per message than counted here.
     """
     proto = message_to_proto(msg)
     meta = proto.metadata
     meta.run_id, meta.src_node_id, meta.dst_node_id = MAX_ID, MAX_ID, MAX_ID
+    for task in ("src_task_id", "dst_task_id"):
+        if meta.HasField(task):
+            setattr(meta, task, 1)
     meta.created_at = 0.5  # a double: fixed width whatever the clock says
     meta.message_id = "0" * 64  # assigned at push time (a 64-hex digest); count it either way
     return proto.ByteSize()
@@ -453,18 +462,26 @@ class FederatedServer:
 
 def build_server_app(cfg: Config | None = None, run_dir: Path | None = None,
                      progress: bool = True, resume: bool = False) -> ServerApp:
-    """A ServerApp for `cfg` (the `fedprge run` path) or, when None, for the run config Flower
-    passes in the Context (the `flwr run .` path)."""
+    """A ServerApp for `cfg`, or, when None, for the run config Flower passes in the Context:
+    `fedprge run` passes the resolved config and the run directory it made (it draws the progress
+    itself, from metrics.jsonl); `flwr run .` passes the flat keys, and this app makes the
+    directory and prints the progress into Flower's log."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_cfg = cfg or config_from_mapping(dict(context.run_config))
-        out = run_dir or new_run_dir(run_cfg.out, "run")
-        if run_dir is None:  # `flwr run .`: this app made the directory
+        if cfg is not None:
+            run_cfg, out, show, again = cfg, run_dir, progress, resume
+        else:
+            given = config_from_flower(dict(context.run_config))
+            run_cfg, out, show, again = given.cfg, given.run_dir, given.run_dir is None, given.resume
+            if given.owner_pid:
+                stop_with_owner(given.owner_pid)
+        if out is None:
+            out = new_run_dir(run_cfg.out, "run")
             write_json(out / "config.json", run_cfg.to_dict())
             record_environment(out)
-        FederatedServer(run_cfg, out, grid, progress, resume=resume).run()
+        FederatedServer(run_cfg, out, grid, show, resume=again).run()
         # Flower's runtime waits for every message it handed out before it exits: stop the
         # clients still working on one (a straggler past its deadline, a hung device)
         logging.getLogger("flwr").setLevel(logging.CRITICAL)  # their end is expected, not news

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from simulation.checkpoint import keep_lines, load_checkpoint
@@ -23,26 +24,26 @@ ARGS = [*FED, "--set", f"rounds={ROUNDS}", "--set", "strategy=clipped-mean",
         "--set", "strategy-args.clip=0.5"]
 
 
-def _session_procs(sid: int) -> dict[int, str]:
-    """pid -> command line (Ray sets it to the actor's state) of every process of a session."""
-    procs = {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if os.getsid(int(proc.name)) == sid:
-                    procs[int(proc.name)] = (proc / "cmdline").read_bytes().decode(errors="replace")
-            except (ProcessLookupError, PermissionError, FileNotFoundError):
-                pass
-    return procs
-
-
-def _kill_session(sid: int) -> None:
-    """SIGKILL every process of the run's session: the driver and Ray's daemons and actors."""
-    for pid in _session_procs(sid):
+def _run_procs(pid: int) -> dict[int, str]:
+    """pid -> command line (Ray sets it to the actor's state) of the command and every process
+    it started: Flower's SuperLink and simulation process, Ray's daemons and actors."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return {}
+    out = {}
+    for proc in procs:
         try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
+            out[proc.pid] = " ".join(proc.cmdline())
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
             pass
+    return out
+
+
+def _kill_run(pid: int) -> None:
+    """SIGKILL the command and every process of its run at once."""
+    _signal_run(pid, signal.SIGKILL)
 
 
 def _start(out) -> subprocess.Popen:
@@ -83,10 +84,10 @@ def _assert_same_run(got: Path, want: Path) -> None:
         json.loads((want / "clients.json").read_text())
 
 
-def _signal_session(sid: int, sig: int) -> None:
-    for pid in _session_procs(sid):
+def _signal_run(pid: int, sig: int) -> None:
+    for p in _run_procs(pid):
         try:
-            os.kill(pid, sig)
+            os.kill(p, sig)
         except ProcessLookupError:
             pass
 
@@ -123,14 +124,14 @@ def _kill_when(run: Path, final: bool) -> None:
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the run ended before the moment to kill it came"
         if _ahead_of_checkpoint(run, final):
-            _signal_session(proc.pid, signal.SIGSTOP)
+            _signal_run(proc.pid, signal.SIGSTOP)
             if _ahead_of_checkpoint(run, final):
-                _kill_session(proc.pid)
+                _kill_run(proc.pid)
                 proc.wait(timeout=60)
                 return
-            _signal_session(proc.pid, signal.SIGCONT)
+            _signal_run(proc.pid, signal.SIGCONT)
         time.sleep(0.01)
-    _kill_session(proc.pid)
+    _kill_run(proc.pid)
     raise AssertionError("no moment to kill the run was seen")
 
 
@@ -160,7 +161,7 @@ def test_a_client_process_killed_mid_message_is_restarted_and_the_run_is_unchang
     while victim is None and time.monotonic() < deadline:
         # after round 1, the first client process seen running a message (its title says .run)
         if (out / "metrics.jsonl").exists() and len(read_jsonl(out / "metrics.jsonl")) >= 2:
-            busy = [pid for pid, cmd in _session_procs(proc.pid).items()
+            busy = [pid for pid, cmd in _run_procs(proc.pid).items()
                     if cmd.startswith("ray::ClientAppActor.run")]
             victim = busy[0] if busy else None
         assert proc.poll() is None, "the run ended before a client process could be killed"
@@ -170,7 +171,7 @@ def test_a_client_process_killed_mid_message_is_restarted_and_the_run_is_unchang
     try:
         _, err = proc.communicate(timeout=300)  # it must not hang
     except subprocess.TimeoutExpired:
-        _kill_session(proc.pid)
+        _kill_run(proc.pid)
         raise AssertionError("the run hung after one of its client processes was killed") from None
     assert proc.returncode == 0, err.decode()[-3000:]
     _assert_same_run(out, reference)

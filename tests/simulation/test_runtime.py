@@ -1,0 +1,58 @@
+"""`fedprge run` on Flower's supported runtime (a local SuperLink) gives exactly what Flower's
+deprecated in-process `run_simulation` gave for the same config, and cleans up after itself."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+from clients.runconfig import load_config
+from simulation.rundir import read_jsonl
+from tests.simulation.test_cli import fedprge
+from tests.simulation.test_federated import FED
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _same(record: dict) -> dict:
+    return {k: v for k, v in record.items() if not k.endswith("_s")}  # wall-clock fields aside
+
+
+RUNTIME = ("flower-superlink", "flower-superexec", "flwr-simulation", "raylet", "gcs_server",
+           "ClientAppActor")
+
+
+def _runtime_pids() -> set[int]:
+    """Live processes of Flower's runtime or Ray, whoever started them."""
+    pids = set()
+    for p in psutil.process_iter(["cmdline", "status"]):
+        line = " ".join(p.info["cmdline"] or [])
+        if p.info["status"] != psutil.STATUS_ZOMBIE and any(n in line for n in RUNTIME):
+            pids.add(p.pid)
+    return pids
+
+
+def test_supported_runtime_equals_the_in_process_one(tmp_path):
+    sets = [FED[i + 1] for i in range(0, len(FED), 2)]
+    cfg = load_config(None, sets)
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    old, new = tmp_path / "in-process", tmp_path / "superlink"
+    ref = subprocess.run([sys.executable, "-m", "tests.simulation.in_process",
+                          str(tmp_path / "config.json"), str(old)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    before = _runtime_pids()
+    proc = fedprge("run", *FED, "--out", str(new), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    assert [_same(m) for m in read_jsonl(new / "metrics.jsonl")] == \
+        [_same(m) for m in read_jsonl(old / "metrics.jsonl")]
+    assert read_jsonl(new / "update_log.jsonl") == read_jsonl(old / "update_log.jsonl")
+    for name in ("summary.json", "clients.json"):
+        got, want = (json.loads((d / name).read_text()) for d in (new, old))
+        assert (_same(got) if name == "summary.json" else got) == \
+            (_same(want) if name == "summary.json" else want)
+    # nothing of the run outlives the command: no SuperLink, simulation process or Ray daemon
+    assert _runtime_pids() - before == set()
