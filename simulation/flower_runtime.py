@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -26,8 +27,11 @@ import psutil
 HOST = "127.0.0.1"
 CONNECTION = "fedprge"  # the SuperLink connection's name in the private FLWR_HOME
 START_TIMEOUT_S = 60.0
-STOP_GRACE_S = 10.0
-PR_SET_PDEATHSIG = 1  # prctl(2)  # a SuperLink asked to stop has this long to take its children down
+STOP_GRACE_S = 10.0  # a SuperLink asked to stop has this long to take its children down
+START_ATTEMPTS = 3  # a free port can be taken by another process before the SuperLink binds it
+PR_SET_PDEATHSIG = 1  # prctl(2)
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z\s+")
 
 
 class RuntimeStartError(RuntimeError):
@@ -50,9 +54,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _last_line(path: Path) -> str:
-    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    return lines[-1].strip() if lines else "(empty)"
+def _last_problem(path: Path) -> str:
+    """The last line of the log that reports an error, else its last line, without colour codes
+    and timestamps."""
+    lines = [ANSI.sub("", ln).strip() for ln in path.read_text(errors="replace").splitlines()]
+    lines = [ln for ln in lines if ln]
+    errors = [ln for ln in lines if "ERROR" in ln or "Error" in ln]
+    line = (errors or lines or ["(no output)"])[-1]
+    return TIMESTAMP.sub("", line)[:300]
 
 
 def _toml_string(text: str) -> str:
@@ -109,24 +118,50 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _listening(pid: int, port: int) -> bool:
+    """Whether process `pid` itself listens on `port` (another process holding the port, which
+    a plain connect would reach, does not count)."""
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns)
+
+
 def _wait_listening(link: SuperLink, port: int) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if link.proc.poll() is not None:
-            raise RuntimeStartError(f"Flower's SuperLink exited at start ({_last_line(link.log)}); "
+            raise RuntimeStartError(f"Flower's SuperLink exited at start ({_last_problem(link.log)}); "
                                     f"see {link.log}")
-        with socket.socket() as s:
-            if s.connect_ex((HOST, port)) == 0:
-                return
+        if _listening(link.proc.pid, port):
+            return
         time.sleep(0.1)
-    raise RuntimeStartError(f"Flower's SuperLink did not listen within {START_TIMEOUT_S:.0f} s; "
-                            f"see {link.log}")
+    raise RuntimeStartError(f"Flower's SuperLink did not listen on port {port} within "
+                            f"{START_TIMEOUT_S:.0f} s; see {link.log}")
 
 
 @contextmanager
 def local_superlink(work: Path, log: Path, extra_env: dict[str, str]) -> Iterator[SuperLink]:
     """A SuperLink on a free local port with the simulation runtime; FLWR_HOME is WORK/home (a
-    private connection named CONNECTION, so the user's own Flower config is never touched)."""
+    private connection named CONNECTION, so the user's own Flower config is never touched). A
+    port taken by another process between choosing and binding it costs one more try."""
+    for attempt in range(START_ATTEMPTS):
+        link, port = _start_superlink(work, log, extra_env)
+        try:
+            _wait_listening(link, port)
+            break
+        except RuntimeStartError:
+            stop_tree(link.proc.pid)
+            if link.proc.poll() is None or attempt == START_ATTEMPTS - 1:
+                raise
+    try:
+        yield link
+    finally:
+        stop_tree(link.proc.pid)
+
+
+def _start_superlink(work: Path, log: Path, extra_env: dict[str, str]) -> tuple[SuperLink, int]:
     home = work / "home"
     home.mkdir(parents=True, exist_ok=True)
     port = _free_port()
@@ -142,12 +177,7 @@ def local_superlink(work: Path, log: Path, extra_env: dict[str, str]) -> Iterato
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
             start_new_session=True,  # Ctrl-C reaches fedprge, which stops it in order
             preexec_fn=_die_with_parent)
-    link = SuperLink(proc, env, log)
-    try:
-        _wait_listening(link, port)
-        yield link
-    finally:
-        stop_tree(proc.pid)
+    return SuperLink(proc, env, log), port
 
 
 def submit(link: SuperLink, app_dir: Path, federation: dict[str, object], log: Path
@@ -164,24 +194,34 @@ def submit(link: SuperLink, app_dir: Path, federation: dict[str, object], log: P
 
 
 def stop_tree(pid: int) -> None:
-    """SIGTERM `pid` and every process it started, give them STOP_GRACE_S to end (the SuperLink
-    stops its SuperExec, the simulation shuts Ray down), then SIGKILL what is left. Flower's
-    SuperExec and Ray's daemons start their own sessions, so the tree is taken from the process
-    table, not from a process group."""
+    """SIGTERM `pid` and every process it started; see `stop_all`. Flower's SuperExec and Ray's
+    daemons start their own sessions, so the tree is taken from the process table, not from a
+    process group."""
     try:
         root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
+        stop_all([root, *root.children(recursive=True)])
     except psutil.NoSuchProcess:
         return
-    _signal_all(tree, signal.SIGTERM)
-    _, alive = psutil.wait_procs(tree, timeout=STOP_GRACE_S)
+
+
+def stop_all(procs: list[psutil.Process]) -> None:
+    """SIGTERM them, give them STOP_GRACE_S to end (the SuperLink stops its SuperExec, the
+    simulation shuts Ray down), then SIGKILL what is left of them and of what they started."""
+    _signal_all(procs, signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=STOP_GRACE_S)
     for proc in alive:  # and whatever they started meanwhile
         try:
-            tree.extend(proc.children(recursive=True))
+            procs.extend(proc.children(recursive=True))
         except psutil.NoSuchProcess:
             pass
-    _signal_all(tree, signal.SIGKILL)
-    psutil.wait_procs(tree, timeout=5)
+    _signal_all(procs, signal.SIGKILL)
+    psutil.wait_procs(procs, timeout=5)
+
+
+def kill_all(procs: list[psutil.Process]) -> None:
+    """SIGKILL those still running (orphans: nothing of theirs is worth a graceful stop)."""
+    _signal_all(procs, signal.SIGKILL)
+    psutil.wait_procs(procs, timeout=5)
 
 
 def _signal_all(procs: list[psutil.Process], sig: int) -> None:

@@ -44,14 +44,12 @@ def _show(bar: tqdm, records: list[dict]) -> None:
 
 
 def follow(proc: subprocess.Popen, metrics: Path, rounds: int, progress: bool,
-           check: Callable[[], None]) -> None:
-    """Until `proc` exits: redraw the bar when metrics.jsonl grows, and call `check` (which
-    raises if something the run depends on has stopped)."""
+           check: Callable[[], bool]) -> None:
+    """Until `proc` exits or `check` returns False: redraw the bar when metrics.jsonl grows."""
     bar = tqdm(total=rounds, desc="rounds", unit="round", disable=not progress)
     size = -1
     try:
-        while proc.poll() is None:
-            check()
+        while proc.poll() is None and check():
             now = metrics.stat().st_size if metrics.is_file() else -1
             if progress and now != size:
                 size = now

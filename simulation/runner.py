@@ -8,19 +8,33 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import psutil
 
 from clients.runconfig import Config, ConfigError
 from simulation.checkpoint import CheckpointError, load_checkpoint
 from simulation.environment import record_environment
-from simulation.flower_runtime import RuntimeStartError, local_superlink, stop_tree, submit, write_app
+from simulation.flower_runtime import (
+    RuntimeStartError,
+    kill_all,
+    local_superlink,
+    stop_tree,
+    submit,
+    write_app,
+)
 from simulation.follow import follow
 from simulation.rundir import new_run_dir, write_json
 
 FLOWER_LOG = "flower.log"  # the SuperLink's log and Flower's log of the run, in the run directory
+SIM_GONE_S = 5.0  # a simulation process gone this long while its run is not over: it died
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt): ")
 
 
 class RunError(RuntimeError):
@@ -89,9 +103,11 @@ def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = T
         app = write_app(Path(work) / "app", {"config-json": json.dumps(cfg.to_dict()),
                                              "run-dir": str(run_dir), "resume": bool(resume),
                                              "owner-pid": os.getpid()})
+        watch = None
         try:
             with local_superlink(Path(work), log, env) as link:
                 stream = submit(link, app, fed, log)
+                watch = RunWatch(link.proc, log)
                 try:
                     # While Flower starts the simulation process and Ray, lower (or find) the
                     # programs here, where the user sees it: the run's processes wait for them (a
@@ -99,15 +115,18 @@ def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = T
                     if cfg.engine == "executorch":
                         _lower_or_discard(cfg, None if resume else run_dir)
                     follow(stream, run_dir / "metrics.jsonl", cfg.rounds, progress,
-                           check=lambda: _check_alive(link.proc, log))
+                           check=watch)
                 finally:
                     stop_tree(stream.pid)
         except RuntimeStartError as err:
             raise RunError(str(err)) from None
+        finally:  # after the SuperLink's own stop: what a dead simulation process left behind
+            kill_all(list(watch.seen.values()) if watch else [])
     _pass_on_our_lines(log, log_start)
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():
-        raise RunError(f"the simulation stopped before finishing; see {log} and "
+        cause = _last_error(log, log_start)
+        raise RunError(f"the simulation stopped before finishing{cause}; see {log} and "
                        f"{run_dir}/metrics.jsonl (continue it with: fedprge run --resume {run_dir})")
     if progress:
         print_summary(run_dir, json.loads(summary_path.read_text()))
@@ -125,9 +144,51 @@ def _lower_or_discard(cfg: Config, made: Path | None) -> None:
         raise
 
 
-def _check_alive(superlink, log: Path) -> None:
-    if superlink.poll() is not None:
-        raise RuntimeStartError(f"Flower's SuperLink stopped during the run; see {log}")
+class RunWatch:
+    """The check `follow` calls each poll. It returns False (stop following) once the simulation
+    process the SuperLink started has been gone for SIM_GONE_S while the log stream goes on
+    (killed by the OOM killer, say: Flower would notice only when its heartbeat times out,
+    minutes later), and raises when the SuperLink itself has stopped. It remembers every process
+    of the run it has seen: when the simulation process dies, Ray's agents outlive it, orphaned."""
+
+    def __init__(self, superlink: subprocess.Popen, log: Path):
+        self.superlink, self.log = superlink, log
+        self.seen: dict[int, psutil.Process] = {}
+        self.simulation_seen, self.gone_at = False, None
+
+    def _simulation_alive(self) -> bool:
+        try:
+            children = psutil.Process(self.superlink.pid).children(recursive=True)
+        except psutil.Error:
+            return False
+        alive = False
+        for proc in children:
+            self.seen.setdefault(proc.pid, proc)
+            try:
+                alive = alive or "flwr-simulation" in " ".join(proc.cmdline())
+            except psutil.Error:  # gone, or a zombie
+                continue
+        return alive
+
+    def __call__(self) -> bool:
+        if self.superlink.poll() is not None:
+            raise RuntimeStartError(f"Flower's SuperLink stopped during the run; see {self.log}")
+        alive = self._simulation_alive()
+        self.simulation_seen = self.simulation_seen or alive
+        if alive or not self.simulation_seen:
+            self.gone_at = None
+            return True
+        self.gone_at = self.gone_at or time.monotonic()
+        return time.monotonic() - self.gone_at < SIM_GONE_S
+
+
+def _last_error(log: Path, start: int) -> str:
+    """': <the last exception line>' of this start's part of Flower's log, or ''."""
+    with log.open("rb") as f:
+        f.seek(start)
+        lines = f.read().decode(errors="replace").splitlines()
+    errors = [ln.strip() for ln in lines if EXCEPTION_LINE.match(ln)]
+    return f" ({errors[-1]})" if errors else ""
 
 
 def _pass_on_our_lines(log: Path, start: int) -> None:

@@ -4,6 +4,7 @@ deprecated in-process `run_simulation` gave for the same config, and cleans up a
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -56,3 +57,49 @@ def test_supported_runtime_equals_the_in_process_one(tmp_path):
             (_same(want) if name == "summary.json" else want)
     # nothing of the run outlives the command: no SuperLink, simulation process or Ray daemon
     assert _runtime_pids() - before == set()
+
+
+def _start(out, *sets) -> subprocess.Popen:
+    args = [a for kv in sets for a in ("--set", kv)]
+    return subprocess.Popen([sys.executable, "-m", "simulation.cli", "run", *FED, *args, "--out",
+                             str(out), "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _after_round(out, n: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 300
+    while (len(read_jsonl(out / "metrics.jsonl")) if (out / "metrics.jsonl").exists() else 0) <= n:
+        assert proc.poll() is None and time.monotonic() < deadline, "the run never got there"
+        time.sleep(0.1)
+
+
+def test_a_dead_simulation_process_ends_the_command_with_one_line(tmp_path):
+    before = _runtime_pids()
+    out = tmp_path / "run"
+    proc = _start(out, "rounds=200")
+    _after_round(out, 1, proc)
+    (sim,) = [p for p in psutil.Process(proc.pid).children(recursive=True)
+              if "flwr-simulation" in " ".join(p.cmdline())]
+    sim.kill()  # as the OOM killer would
+    _, err = proc.communicate(timeout=60)  # Flower itself would wait for a heartbeat timeout
+    assert proc.returncode == 1
+    assert err.strip().splitlines()[-1].startswith("fedprge: error: the simulation stopped before "
+                                                   f"finishing; see {out.resolve()}/flower.log")
+    assert f"fedprge run --resume {out.resolve()}" in err
+    assert _runtime_pids() - before == set()
+
+
+def test_a_run_does_not_outlive_its_command_even_killed_outright(tmp_path):
+    before = _runtime_pids()
+    out = tmp_path / "run"
+    proc = _start(out, "rounds=200")
+    _after_round(out, 1, proc)
+    proc.kill()  # SIGKILL: the command cannot stop anything itself
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while _runtime_pids() - before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _runtime_pids() - before == set()
+    rounds = len(read_jsonl(out / "metrics.jsonl"))
+    time.sleep(3)
+    assert len(read_jsonl(out / "metrics.jsonl")) == rounds  # nothing goes on writing the run
