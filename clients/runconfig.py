@@ -10,6 +10,7 @@ sentence naming the key; the CLI turns it into exit code 2.
 
 from __future__ import annotations
 
+import functools
 import json
 import tomllib
 import types
@@ -183,6 +184,7 @@ class Config:
         return {k.replace("_", "-"): v for k, v in asdict(self).items()}
 
 
+@functools.cache  # type hints are resolved once, not once per key parsed
 def _field_types() -> dict[str, Any]:
     hints = typing.get_type_hints(Config)
     return {f.name.replace("_", "-"): hints[f.name] for f in fields(Config)}
@@ -316,8 +318,14 @@ class FlowerRun:
 def config_from_flower(run_config: dict[str, Any]) -> FlowerRun:
     """The one parser of Flower's run config, for both paths: `fedprge run` (which passes
     `config-json` and `run-dir`) and `flwr run .` (the flat keys of pyproject.toml plus any
-    --run-config overrides; lists as comma-separated strings)."""
-    values = dict(run_config)
+    --run-config overrides; lists as comma-separated strings). A client calls it for every
+    message: the same run config is parsed once per process."""
+    return _parse_flower(json.dumps(dict(run_config), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_flower(key: str) -> FlowerRun:
+    values = json.loads(key)
     blob = str(values.pop("config-json", ""))
     run_dir = str(values.pop("run-dir", ""))
     resume = _coerce("resume", values.pop("resume", False), bool, from_text=True)
