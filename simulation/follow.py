@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,13 +44,38 @@ def _show(bar: tqdm, records: list[dict]) -> None:
     bar.refresh()
 
 
+class LogRelay:
+    """Passes on to stderr, as they come, the lines of Flower's log of the run that are addressed
+    to the user: the server's notices ("fedprge: ...") and program lowering in the run's own
+    processes (on a cold cache the ServerApp may lower a program before the command does)."""
+
+    PREFIXES = ("fedprge: ", "lowering the ", "exported ", "program cache over ")
+
+    def __init__(self, log: Path, start: int):
+        self.log, self.offset = log, start
+
+    def pump(self) -> None:
+        if not self.log.is_file() or self.log.stat().st_size <= self.offset:
+            return
+        with self.log.open("rb") as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        done = chunk.rfind(b"\n") + 1  # whole lines only; the rest is read next time
+        self.offset += done
+        for line in chunk[:done].decode(errors="replace").splitlines():
+            if line.startswith(self.PREFIXES):
+                tqdm.write(line, file=sys.stderr)
+
+
 def follow(proc: subprocess.Popen, metrics: Path, rounds: int, progress: bool,
-           check: Callable[[], bool]) -> None:
-    """Until `proc` exits or `check` returns False: redraw the bar when metrics.jsonl grows."""
+           check: Callable[[], bool], relay: LogRelay) -> None:
+    """Until `proc` exits or `check` returns False: redraw the bar when metrics.jsonl grows and
+    pass on the log lines addressed to the user."""
     bar = tqdm(total=rounds, desc="rounds", unit="round", disable=not progress)
     size = -1
     try:
         while proc.poll() is None and check():
+            relay.pump()
             now = metrics.stat().st_size if metrics.is_file() else -1
             if progress and now != size:
                 size = now
@@ -58,4 +84,5 @@ def follow(proc: subprocess.Popen, metrics: Path, rounds: int, progress: bool,
         if progress:
             _show(bar, _records(metrics))
     finally:
+        relay.pump()
         bar.close()

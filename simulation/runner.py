@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from simulation.flower_runtime import (
     submit,
     write_app,
 )
-from simulation.follow import follow
+from simulation.follow import LogRelay, follow
 from simulation.rundir import new_run_dir, write_json
 
 FLOWER_LOG = "flower.log"  # the SuperLink's log and Flower's log of the run, in the run directory
@@ -115,14 +114,13 @@ def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = T
                     if cfg.engine == "executorch":
                         _lower_or_discard(cfg, None if resume else run_dir)
                     follow(stream, run_dir / "metrics.jsonl", cfg.rounds, progress,
-                           check=watch)
+                           check=watch, relay=LogRelay(log, log_start))
                 finally:
                     stop_tree(stream.pid)
         except RuntimeStartError as err:
             raise RunError(str(err)) from None
         finally:  # after the SuperLink's own stop: what a dead simulation process left behind
             kill_all(list(watch.seen.values()) if watch else [])
-    _pass_on_our_lines(log, log_start)
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():
         cause = _last_error(log, log_start)
@@ -189,16 +187,6 @@ def _last_error(log: Path, start: int) -> str:
         lines = f.read().decode(errors="replace").splitlines()
     errors = [ln.strip() for ln in lines if EXCEPTION_LINE.match(ln)]
     return f" ({errors[-1]})" if errors else ""
-
-
-def _pass_on_our_lines(log: Path, start: int) -> None:
-    """The server's own notices (lines starting "fedprge:") from Flower's log to stderr."""
-    with log.open("rb") as f:
-        f.seek(start)
-        text = f.read().decode(errors="replace")
-    for line in text.splitlines():
-        if line.startswith("fedprge: "):
-            print(line, file=sys.stderr)
 
 
 def _lower_programs(cfg: Config) -> None:
