@@ -2,6 +2,7 @@
 deprecated in-process `run_simulation` gave for the same config, and cleans up after itself."""
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -76,8 +77,8 @@ def _after_round(out, n: int, proc: subprocess.Popen) -> None:
 def test_a_dead_simulation_process_ends_the_command_with_one_line(tmp_path):
     before = _runtime_pids()
     out = tmp_path / "run"
-    proc = _start(out, "rounds=200")
-    _after_round(out, 1, proc)
+    proc = _start(out, "rounds=100")
+    _after_round(out, 0, proc)  # the zero-shot record: the runtime is up
     (sim,) = [p for p in psutil.Process(proc.pid).children(recursive=True)
               if "flwr-simulation" in " ".join(p.cmdline())]
     sim.kill()  # as the OOM killer would
@@ -92,8 +93,8 @@ def test_a_dead_simulation_process_ends_the_command_with_one_line(tmp_path):
 def test_a_run_does_not_outlive_its_command_even_killed_outright(tmp_path):
     before = _runtime_pids()
     out = tmp_path / "run"
-    proc = _start(out, "rounds=200")
-    _after_round(out, 1, proc)
+    proc = _start(out, "rounds=100")
+    _after_round(out, 0, proc)  # the zero-shot record: the runtime is up
     proc.kill()  # SIGKILL: the command cannot stop anything itself
     proc.wait()
     deadline = time.monotonic() + 20
@@ -103,3 +104,14 @@ def test_a_run_does_not_outlive_its_command_even_killed_outright(tmp_path):
     rounds = len(read_jsonl(out / "metrics.jsonl"))
     time.sleep(3)
     assert len(read_jsonl(out / "metrics.jsonl")) == rounds  # nothing goes on writing the run
+
+
+def test_ctrl_c_stops_the_run_and_everything_it_started(tmp_path):
+    before = _runtime_pids()
+    out = tmp_path / "run"
+    proc = _start(out, "rounds=100")
+    _after_round(out, 0, proc)  # the zero-shot record: the runtime is up
+    proc.send_signal(signal.SIGINT)  # what the terminal sends the command on Ctrl-C
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "fedprge: interrupted"
+    assert _runtime_pids() - before == set()
