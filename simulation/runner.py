@@ -32,6 +32,7 @@ from simulation.follow import LogRelay, follow
 from simulation.rundir import new_run_dir, write_json
 
 FLOWER_LOG = "flower.log"  # the SuperLink's log and Flower's log of the run, in the run directory
+CHECK_NICENESS = 10  # see _lower_or_discard
 SIM_GONE_S = 5.0  # a simulation process gone this long while its run is not over: it died
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt): ")
 
@@ -133,7 +134,12 @@ def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = T
 
 def _lower_or_discard(cfg: Config, made: Path | None) -> None:
     """`_lower_programs`; if it fails (a model that cannot be loaded, ...), the run directory
-    this command made holds nothing yet: remove it, so the mistake leaves nothing behind."""
+    this command made holds nothing yet: remove it, so the mistake leaves nothing behind.
+
+    It runs beside the simulation process's start-up, on the same cores. With a warm cache the
+    run does not wait for it (its processes find the programs themselves), so this command
+    yields them the CPU: lower priority from here on (it only polls files afterwards)."""
+    os.nice(CHECK_NICENESS)
     try:
         _lower_programs(cfg)
     except BaseException:

@@ -42,14 +42,6 @@ def _replayed(out) -> torch.Tensor:
     return replay(torch.zeros(dim), entries)
 
 
-@pytest.fixture(scope="module")
-def two_actor_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fed") / "run"
-    proc = fedprge("run", *FED, "--set", "ray-cpus=2", "--out", str(out))  # two actors
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc
-
-
 def test_every_client_rebuilds_the_servers_theta_each_round(two_actor_run):
     out, _ = two_actor_run
     metrics = read_jsonl(out / "metrics.jsonl")
