@@ -67,5 +67,6 @@ def build(cfg: Config, task: Task | None = None) -> Setup:
         engine = EagerEngine(scorer, threads=cfg.threads)
     if cfg.prefix_cache == "auto" and scorer.cache_layer > 0:
         # the frozen layers run once per example, ever; steps run only the suffix per copy
-        engine = with_prefix_cache(engine, int(cfg.prefix_cache_mib * 2**20), encoder.pad_id)
+        engine = with_prefix_cache(engine, int(cfg.prefix_cache_mib * 2**20), encoder.pad_id,
+                                   packed=cfg.suffix_layout == "packed")
     return Setup(task, encoder, scorer, engine)

@@ -57,6 +57,9 @@ class Config:
     # lazy: an example's prefix runs at its first use (never more work than no cache); upfront:
     # a device computes all its examples when it first trains, sorted by length (less padding)
     prefix_cache_fill: str = "lazy"  # lazy | upfront
+    # packed: the suffix's linear layers run on a batch's real tokens only, back to back
+    # (prge/packing.py; same logits, ~1.4x less work on MR); padded: on every padded position
+    suffix_layout: str = "packed"  # packed | padded
     mode: str = "parallel"  # parallel (one batched forward) | sequential (MeZO-style, 2q forwards)
     q: int = 2  # queries (directions) per step
     eps: float = 1e-2  # perturbation scale
@@ -128,6 +131,8 @@ class Config:
             ("batch-order", self.batch_order in ("random", "length"), "must be random or length"),
             ("prefix-cache-fill", self.prefix_cache_fill in ("upfront", "lazy"),
              "must be upfront or lazy"),
+            ("suffix-layout", self.suffix_layout in ("packed", "padded"),
+             "must be packed or padded"),
             ("max-length", self.max_length >= 4, "must be >= 4"),
             ("threads", self.threads >= 0, "must be >= 0"),
             ("program-cache-gib", self.program_cache_gib > 0, "must be > 0"),

@@ -103,9 +103,9 @@ class PrefixCache:
             self.stats.evictions += 1
         self.stats.entries = len(self._rows)
 
-    def hidden(self, batch: Batch) -> torch.Tensor:
-        """The batch's prefix hidden states (N, T, hidden), zeros at padded positions (which no
-        real token attends to)."""
+    def rows(self, batch: Batch) -> list[torch.Tensor]:
+        """Each example's prefix hidden states at its real positions, (length_n, hidden),
+        computing those not held yet."""
         keys = self.keys(batch)
         missing = {}
         for key, ids, last in zip(keys, batch.input_ids, batch.last_index, strict=True):
@@ -117,11 +117,15 @@ class PrefixCache:
         if missing:
             self._fill(missing)
             self._evict(keep=set(keys))
+        return [self._rows[key] for key in keys]
+
+    def hidden(self, batch: Batch) -> torch.Tensor:
+        """The batch's prefix hidden states (N, T, hidden), zeros at padded positions (which no
+        real token attends to)."""
+        rows = self.rows(batch)
         N, T = batch.input_ids.shape
-        first = self._rows[keys[0]]
-        h = torch.zeros(N, T, first.shape[-1], dtype=first.dtype)
-        for n, key in enumerate(keys):
-            row = self._rows[key]
+        h = torch.zeros(N, T, rows[0].shape[-1], dtype=rows[0].dtype)
+        for n, row in enumerate(rows):
             h[n, : row.shape[0]] = row
         return h
 
@@ -190,23 +194,30 @@ def cache_summary(engine) -> dict:
 class PrefixCachedEngine:
     """An engine whose forward is `inner.suffix_logits(cache.hidden(batch), ...)`: the frozen
     prefix runs once per example, ever; only the suffix runs per step and per copy. `inner` is
-    an engine with both halves (`prefix_hidden`, `suffix_logits`): eager or ExecuTorch."""
+    an engine with both halves (`prefix_hidden`, `suffix_logits`): eager or ExecuTorch.
+    `packed`: the suffix gets the batch's real tokens back to back (prge/packing.py), so its
+    linear layers skip the padding; same logits."""
 
-    def __init__(self, inner, cache: PrefixCache):
+    def __init__(self, inner, cache: PrefixCache, packed: bool = False):
         self.inner = inner
         self.cache = cache
         self.dim = inner.dim
+        self.packed = packed
 
     def label_logits(self, batch: Batch, thetas: torch.Tensor) -> torch.Tensor:
+        if self.packed:
+            return self.inner.packed_suffix_logits(self.cache.rows(batch),
+                                                   batch.input_ids.shape[1], thetas)
         return self.inner.suffix_logits(self.cache.hidden(batch), batch.last_index, thetas)
 
     def prepare(self, copies: list[int], token_buckets: list[int]) -> None:
         """Lower the programs a run will need ahead of time (engines with programs only)."""
         if hasattr(self.inner, "prepare_cached"):
-            self.inner.prepare_cached(copies, token_buckets)
+            self.inner.prepare_cached(copies, token_buckets, self.packed)
 
 
-def with_prefix_cache(engine, budget_bytes: int, pad_id: int = 0) -> PrefixCachedEngine:
+def with_prefix_cache(engine, budget_bytes: int, pad_id: int = 0,
+                      packed: bool = False) -> PrefixCachedEngine:
     """Wrap an engine that exposes `prefix_hidden` and `suffix_logits` (eager, ExecuTorch)."""
     cache = PrefixCache(engine.prefix_hidden, budget_bytes=budget_bytes, pad_id=pad_id)
-    return PrefixCachedEngine(engine, cache)
+    return PrefixCachedEngine(engine, cache, packed)

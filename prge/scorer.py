@@ -33,6 +33,7 @@ from prge.lora_fa import (
     normalize_targets,
     select_layers,
 )
+from prge.packing import Packing, to_rows, to_slots
 
 SUPPORTED_MODEL_TYPES = ("llama",)
 
@@ -134,17 +135,28 @@ class LabelScorer(nn.Module):
         y = linear(x)  # not adapted: identical for every copy
         return y.repeat(fan_out, *([1] * (y.dim() - 1)))
 
-    def _attention(self, attn: nn.Module, x: torch.Tensor, T: int, fan_out: int = 1) -> torch.Tensor:
-        """Causal grouped-query attention without repeating k/v: the g query heads that share a
-        k/v head are folded into its query axis, (rows, kv, g*T, head_dim), and one additive
-        causal mask (g*T, T) serves them all. `fan_out` > 1: x is shared by that many copies."""
-        rows, hd = x.shape[0] * fan_out, attn.head_dim
+    def _attention(self, attn: nn.Module, x: torch.Tensor, T: int, fan_out: int = 1,
+                   pack: Packing | None = None) -> torch.Tensor:
+        """Causal grouped-query attention of x (rows, T, hidden), right-padded; with `pack`, x
+        is packed rows (R, P, hidden) and only attention itself runs in the padded layout.
+        `fan_out` > 1: x is shared by that many copies."""
+        q, k, v = (self._project(p, x, fan_out) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+        if pack is not None:
+            q, k, v = (to_slots(t, pack) for t in (q, k, v))  # (R*fan_out*N, T, heads*hd)
+        a = self._attend(attn, q, k, v, T)
+        return attn.o_proj(a if pack is None else to_rows(a, pack))
+
+    def _attend(self, attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                T: int) -> torch.Tensor:
+        """Projections (rows, T, heads*head_dim) -> attention output (rows, T, heads*head_dim),
+        without repeating k/v: the g query heads that share a k/v head are folded into its query
+        axis, (rows, kv, g*T, head_dim), and one additive causal mask (g*T, T) serves them all."""
+        rows, hd = q.shape[0], attn.head_dim
         g = attn.num_key_value_groups
         cos, sin = self.cos[:, :, :T], self.sin[:, :, :T]  # (1, 1, T, head_dim)
-        q = self._project(attn.q_proj, x, fan_out).view(rows, T, -1, hd).transpose(1, 2)
-        k = self._project(attn.k_proj, x, fan_out).view(rows, T, -1, hd).transpose(1, 2)
-        q, k = _apply_rotary(q, cos, sin), _apply_rotary(k, cos, sin)
-        v = self._project(attn.v_proj, x, fan_out).view(rows, T, -1, hd).transpose(1, 2)
+        q = _apply_rotary(q.view(rows, T, -1, hd).transpose(1, 2), cos, sin)
+        k = _apply_rotary(k.view(rows, T, -1, hd).transpose(1, 2), cos, sin)
+        v = v.view(rows, T, -1, hd).transpose(1, 2)
         kv = k.shape[1]  # v: (rows, kv, T, hd)
         # 3-D bmm (not a broadcasting matmul, which exports as expand + bmm)
         q = q.reshape(rows * kv, g * T, hd)  # query head j*g + r -> kv head j, block r
@@ -154,39 +166,49 @@ class LabelScorer(nn.Module):
         # mask alone is exact for every position we read. It broadcasts over the g blocks.
         scores = (scores.view(rows * kv, g, T, T) + self.causal[:T, :T]).view(rows * kv, g * T, T)
         a = torch.bmm(torch.softmax(scores, dim=-1), v.reshape(rows * kv, T, hd))
-        a = a.view(rows, kv, g, T, hd).permute(0, 3, 1, 2, 4).reshape(rows, T, kv * g * hd)
-        return attn.o_proj(a)
+        return a.view(rows, kv, g, T, hd).permute(0, 3, 1, 2, 4).reshape(rows, T, kv * g * hd)
 
     @staticmethod
     def _fan(h: torch.Tensor, fan_out: int) -> torch.Tensor:
         return h if fan_out == 1 else h.repeat(fan_out, *([1] * (h.dim() - 1)))
 
-    def _decoder_layer(self, layer: nn.Module, h: torch.Tensor, fan_out: int = 1) -> torch.Tensor:
-        """(rows, T, hidden) -> (fan_out * rows, T, hidden)."""
-        mlp, T = layer.mlp, h.shape[1]
-        a = self._attention(layer.self_attn, self._rms_norm(layer.input_layernorm, h), T, fan_out)
+    def _decoder_layer(self, layer: nn.Module, h: torch.Tensor, fan_out: int = 1,
+                       pack: Packing | None = None) -> torch.Tensor:
+        """(rows, T, hidden) -> (fan_out * rows, T, hidden); packed: (R, P, ...) -> (fan_out * R, P, ...)."""
+        mlp = layer.mlp
+        T = h.shape[1] if pack is None else pack.scatter.shape[1]
+        a = self._attention(layer.self_attn, self._rms_norm(layer.input_layernorm, h), T, fan_out,
+                            pack)
         h = self._fan(h, fan_out) + a
         x = self._rms_norm(layer.post_attention_layernorm, h)
         return h + mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
 
     def _last_layer(self, layer: nn.Module, h: torch.Tensor, last: torch.Tensor,
-                    fan_out: int = 1) -> torch.Tensor:
+                    fan_out: int = 1, pack: Packing | None = None) -> torch.Tensor:
         """The final decoder layer, for the last real token only: (rows, T, hidden) ->
-        (fan_out * rows, hidden). Keys and values need every position, but the query, the
-        attention output, o_proj and the MLP only the one position whose output is read. Same
-        math as `_decoder_layer` at that position; about 1/T of its cost beyond the k/v
-        projections (and those run once for all copies when the layer's input is shared)."""
+        (fan_out * rows, hidden); packed, (R, P, hidden) -> (fan_out * R * N, hidden). Keys and
+        values need every position, but the query, the attention output, o_proj and the MLP only
+        the one position whose output is read. Same math as `_decoder_layer` at that position;
+        about 1/T of its cost beyond the k/v projections (and those run once for all copies when
+        the layer's input is shared). `last` (rows_in,): each row's last real position."""
         attn, mlp = layer.self_attn, layer.mlp
-        T = h.shape[1]
         hd, g = attn.head_dim, attn.num_key_value_groups
-        x = self._rms_norm(layer.input_layernorm, h)  # (rows_in, T, hidden)
-        x_last = x[torch.arange(h.shape[0]), last].unsqueeze(1)  # (rows_in, 1, hidden)
+        x = self._rms_norm(layer.input_layernorm, h)  # (rows_in, T, hidden) or (R, P, hidden)
+        if pack is None:
+            T, pick = h.shape[1], (torch.arange(h.shape[0]), last)
+        else:
+            T, pick = pack.scatter.shape[1], (slice(None), pack.last_rows)
+        x_last = x[pick].reshape(-1, 1, x.shape[-1])  # (rows_in, 1, hidden)
+        h_last = self._fan(h[pick].reshape(-1, h.shape[-1]), fan_out)  # (rows, hidden)
         last = self._fan(last, fan_out)
         rows = last.shape[0]
+        k = self._project(attn.k_proj, x, fan_out)
+        v = self._project(attn.v_proj, x, fan_out)
+        if pack is not None:
+            k, v = to_slots(k, pack), to_slots(v, pack)  # (rows, T, kv*hd)
         cos, sin = self.cos[:, :, :T], self.sin[:, :, :T]  # (1, 1, T, head_dim)
-        k = self._project(attn.k_proj, x, fan_out).view(rows, T, -1, hd).transpose(1, 2)
-        k = _apply_rotary(k, cos, sin)
-        v = self._project(attn.v_proj, x, fan_out).view(rows, T, -1, hd).transpose(1, 2)
+        k = _apply_rotary(k.view(rows, T, -1, hd).transpose(1, 2), cos, sin)
+        v = v.view(rows, T, -1, hd).transpose(1, 2)
         kv = k.shape[1]  # v: (rows, kv, T, hd)
         cos_l = self.cos[0, 0][last].view(rows, 1, 1, hd)  # the query's own position
         sin_l = self.sin[0, 0][last].view(rows, 1, 1, hd)
@@ -198,7 +220,6 @@ class LabelScorer(nn.Module):
         scores = (scores.view(rows, kv * g, T) + mask).view(rows * kv, g, T)
         a = torch.bmm(torch.softmax(scores, dim=-1), v.reshape(rows * kv, T, hd))  # (rows*kv, g, hd)
         a = a.reshape(rows, 1, kv * g * hd)
-        h_last = self._fan(h[torch.arange(h.shape[0]), last[:h.shape[0]]], fan_out)
         h_last = h_last.unsqueeze(1) + attn.o_proj(a)  # (rows, 1, hidden)
         x = self._rms_norm(layer.post_attention_layernorm, h_last)
         out = h_last + mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
@@ -220,10 +241,15 @@ class LabelScorer(nn.Module):
         return h
 
     def suffix(self, h: torch.Tensor, last_index: torch.Tensor,
-               thetas: torch.Tensor | None = None) -> torch.Tensor:
+               thetas: torch.Tensor | None = None, pack: Packing | None = None) -> torch.Tensor:
         """Layers from `cache_layer` on, the norm and the label-word head, for C adapter copies:
-        h (N, T, hidden) from `prefix`, last_index (N,), thetas (C, D) -> logits (C, N, L)."""
-        N, T, hidden = h.shape
+        h (N, T, hidden) from `prefix`, last_index (N,), thetas (C, D) -> logits (C, N, L).
+        With `pack` (prge/packing.py), h is the batch's real tokens packed, (P, hidden), and
+        last_index is `pack.last_index`: the linear layers skip the padding."""
+        if pack is None:
+            N, T, hidden = h.shape
+        else:
+            (N, T), h = pack.scatter.shape, h.unsqueeze(0)  # (1, P, hidden): one shared input
         C = 1 if thetas is None else thetas.shape[0]
         if T > self.causal.shape[0]:
             raise ValueError(f"{T} tokens exceed the {self.causal.shape[0]} positions prepared")
@@ -236,9 +262,9 @@ class LabelScorer(nn.Module):
                 # copies inside the layer (copy-major rows, C*N), after its shared projections.
                 fan_out = C if i == self.first_adapted else 1
                 if i < n_layers - 1:
-                    h = self._decoder_layer(self.layers[i], h, fan_out)
-                else:
-                    h = self._last_layer(self.layers[i], h, last, fan_out)  # (C*N or N, hidden)
+                    h = self._decoder_layer(self.layers[i], h, fan_out, pack)
+                else:  # (C*N or N, hidden)
+                    h = self._last_layer(self.layers[i], h, last, fan_out, pack)
                 if fan_out > 1 or i == self.first_adapted:
                     last, expanded = last_index.repeat(C), True
             if not expanded:  # only the head is adapted: every copy shares the decoder's output

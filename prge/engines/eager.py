@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from prge.packing import pack_rows
 from prge.scorer import LabelScorer
 from prge.tasks import Batch
 
@@ -31,3 +32,12 @@ class EagerEngine:
         """hidden (N, T, hidden), last_index (N,), thetas (C, D) -> logits (C, N, L)."""
         with torch.inference_mode():
             return self.scorer.suffix(hidden.to(self.dtype), last_index, thetas.to(self.dtype))
+
+    def packed_suffix_logits(self, rows: list[torch.Tensor], tokens: int,
+                             thetas: torch.Tensor) -> torch.Tensor:
+        """rows: each example's cached hidden states (length_n, hidden), for a batch padded to
+        `tokens`; the suffix on them packed (prge/packing.py) -> logits (C, N, L)."""
+        hidden, pack = pack_rows(rows, tokens)
+        with torch.inference_mode():
+            return self.scorer.suffix(hidden.to(self.dtype), pack.last_index,
+                                      thetas.to(self.dtype), pack)

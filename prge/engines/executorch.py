@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from prge.packing import MIN_ROWS, Packing, pack_rows
 from prge.quantize import check_scheme, ensure_runtime_kernels, quantized_copy
 from prge.scorer import LabelScorer, model_fingerprint
 from prge.tasks import Batch
@@ -135,8 +136,9 @@ def prefix_fingerprint(scorer: LabelScorer) -> str:
 
 # Bump when the exported forward changes (the key hashes weights, shapes and library versions,
 # not our code): 2 = last layer pruned to the last token; prefix and suffix programs;
-# 3 = the prefix program is dynamic in tokens.
-FORWARD_VERSION = 3
+# 3 = the prefix program is dynamic in tokens; 4 = attention projects q, k, v before reshaping
+# them (same math; packed suffix programs).
+FORWARD_VERSION = 4
 MIN_DYNAMIC_TOKENS = 2  # export specializes a dimension of size 0 or 1: pad shorter inputs to 2
 
 
@@ -163,13 +165,30 @@ class _SuffixProgram(nn.Module):
         return self.scorer.suffix(hidden, last_index, thetas)
 
 
+class _PackedSuffixProgram(nn.Module):
+    """Packed rows (P, hidden) and their Packing (prge/packing.py), thetas (C, D) -> label logits
+    (C, N, L). Dynamic in P: a batch pays for its real tokens, not its padding."""
+
+    def __init__(self, scorer: LabelScorer):
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, hidden: torch.Tensor, scatter: torch.Tensor, gather: torch.Tensor,
+                last_rows: torch.Tensor, last_index: torch.Tensor,
+                thetas: torch.Tensor) -> torch.Tensor:
+        pack = Packing(scatter, gather, last_rows, last_index)
+        return self.scorer.suffix(hidden, last_index, thetas, pack)
+
+
 class ExecuTorchEngine:
     """Three kinds of program, all lowered on demand and cached:
       * `full`: (ids, last, thetas) -> logits, tokens padded to `max_length`;
       * `prefix`: ids -> hidden states at the cache layer (once per example, for the cache),
         dynamic in the token count;
       * `suffix`: (hidden, last, thetas) -> logits, one program per token bucket, so a step pays
-        for the batch's own padded length and not for `max_length`."""
+        for the batch's own padded length and not for `max_length`;
+      * `packed`: the suffix on the batch's real tokens back to back (prge/packing.py), one
+        program per token bucket, dynamic in the packed row count."""
 
     def __init__(self, scorer: LabelScorer, cache_dir: str | os.PathLike, *, batch_rows: int,
                  max_length: int, threads: int = 0, quantize: str = "none",
@@ -215,13 +234,14 @@ class ExecuTorchEngine:
         for c in copies:
             self._method(c)
 
-    def prepare_cached(self, copies: list[int], token_buckets: list[int]) -> None:
-        """The same for the frozen-prefix path: the prefix program and one suffix program per
-        copy count and token bucket."""
+    def prepare_cached(self, copies: list[int], token_buckets: list[int],
+                       packed: bool = False) -> None:
+        """The same for the frozen-prefix path: the prefix program and one suffix program (packed
+        or padded) per copy count and token bucket."""
         self._method(1, "prefix")
         for c in copies:
             for t in token_buckets:
-                self._method(c, "suffix", t)
+                self._method(c, "packed" if packed else "suffix", t)
 
     def _example(self, kind: str, copies: int, tokens: int) -> tuple[torch.Tensor, ...]:
         rows = self.batch_rows
@@ -232,6 +252,10 @@ class ExecuTorchEngine:
             return (ids,)
         if kind == "suffix":
             return (torch.zeros(rows, tokens, self.hidden_size), last, thetas)
+        if kind == "packed":
+            hidden, pack = pack_rows([torch.zeros(tokens, self.hidden_size)] * (rows // 2 or 1),
+                                     tokens, rows)
+            return (hidden, *pack, thetas)
         return (ids, last, thetas)
 
     def _method(self, copies: int, kind: str = "full", tokens: int | None = None):
@@ -281,8 +305,14 @@ class ExecuTorchEngine:
                 module = _PrefixProgram(module)
             elif kind == "suffix":
                 module = _SuffixProgram(module)
-            # the prefix's token axis is dynamic, up to the positions the scorer prepared
-            dynamic = ({1: torch.export.Dim.DYNAMIC},) if kind == "prefix" else None
+            elif kind == "packed":
+                module = _PackedSuffixProgram(module)
+            dynamic = None
+            if kind == "prefix":  # the token axis, up to the positions the scorer prepared
+                dynamic = ({1: torch.export.Dim.DYNAMIC},)
+            elif kind == "packed":  # the packed rows, up to every slot of the padded layout
+                rows = torch.export.Dim("rows", min=MIN_ROWS, max=self.batch_rows * tokens)
+                dynamic = ({0: rows}, None, {0: rows}, None, None, None)
             exported = torch.export.export(module, example, dynamic_shapes=dynamic, strict=False)
             del module  # a quantized copy lives only as long as its export
             t_export = time.perf_counter() - t0
@@ -355,4 +385,18 @@ class ExecuTorchEngine:
             last = torch.zeros(self.batch_rows, dtype=torch.long)
             last[:n] = last_index[start:start + n]
             outs.append(method.execute([h, last, thetas])[0][:, :n])
+        return torch.cat(outs, dim=1)
+
+    def packed_suffix_logits(self, rows: list[torch.Tensor], tokens: int,
+                             thetas: torch.Tensor) -> torch.Tensor:
+        """rows: each example's cached hidden states (length_n, hidden), for a batch padded to
+        `tokens` (one of the encoder's buckets) -> logits (C, N, L), through the packed suffix
+        program: its linear layers run on the real tokens only."""
+        method = self._method(thetas.shape[0], "packed", tokens)
+        thetas = thetas.to(torch.float32).contiguous()
+        outs = []
+        for start in self._row_chunks(len(rows)):
+            part = rows[start:start + self.batch_rows]
+            hidden, pack = pack_rows(part, tokens, self.batch_rows)
+            outs.append(method.execute([hidden, *pack, thetas])[0][:, :len(part)])
         return torch.cat(outs, dim=1)

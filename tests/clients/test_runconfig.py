@@ -33,6 +33,7 @@ def test_toml_then_overrides(tmp_path):
     (["quantize=int2"], "quantize='int2' must be one of none, int8, int4"),
     (["engine=eager", "quantize=int8"], "quantize='int8' needs engine=executorch"),
     (["program-cache-gib=0"], "program-cache-gib=0.0 must be > 0"),
+    (["suffix-layout=dense"], "suffix-layout='dense' must be packed or padded"),
 ])
 def test_user_mistakes_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as err:

@@ -161,6 +161,34 @@ def test_prefix_and_suffix_programs_match_eager_from_the_cache(tmp_path):
     assert torch.allclose(g_cached, g_eager, rtol=1e-3, atol=1e-4)
 
 
+def test_packed_suffix_program_matches_eager(tmp_path):
+    """The packed program (real tokens only, dynamic row count) on two adapted layers, for a
+    batch of more examples than the program's rows (two chunks, the second padded with empty
+    examples) and a short one."""
+    from prge.prefix_cache import with_prefix_cache
+
+    model, tok = tiny_model(seed=2)
+    encoder = PromptEncoder(tok, "{text} It was", (" terrible", " great"), max_length=LENGTH)
+    scorer = LabelScorer(model, encoder.label_ids, targets=["q", "k", "v", "o", "gate", "up",
+                                                            "down"], rank=4, layers="last-2")
+    eager = EagerEngine(scorer)
+    lowered = ExecuTorchEngine(scorer, tmp_path, batch_rows=ROWS, max_length=LENGTH,
+                               log=lambda m: None)
+    packed = with_prefix_cache(lowered, budget_bytes=2**30, packed=True)
+    thetas = 0.2 * torch.randn(4, eager.dim, generator=torch.Generator().manual_seed(7))
+    short = encoder.encode([Example(t, i % 2) for i, t in enumerate(["dull", "fine", "ok"])])
+    for batch in (encoder.encode(_examples(5)), short):  # two token buckets
+        want = eager.label_logits(batch, thetas)
+        assert (packed.label_logits(batch, thetas) - want).abs().max().item() <= 1e-4
+    assert sorted(label.split()[0] for label in lowered.program_s) == ["packed", "packed", "prefix"]
+    theta = 0.1 * torch.randn(eager.dim, generator=torch.Generator().manual_seed(8))
+    seeds = [derive_seed(4, "et", i) for i in range(2)]
+    long = encoder.encode(_examples(5))
+    g_eager, _ = projected_grads(eager, long, theta, seeds, eps=1e-2)
+    g_packed, _ = projected_grads(packed, long, theta, seeds, eps=1e-2)
+    assert torch.allclose(g_packed, g_eager, rtol=1e-3, atol=1e-4)
+
+
 def test_prefix_program_key_ignores_the_adapters(tmp_path):
     """Another seed's A (or other targets on the same layers) reuses the prefix program; the
     suffix programs, which bake A in, and another cache layer do not."""
