@@ -8,8 +8,10 @@ For each `layers=last-N` and q, one batch of MR examples and one set of seeds, t
     copy at every position, the last layer included (written out below, eager);
   * `eager`: today's forward without the cache (the last layer pruned to the last token);
   * `eager+cache`: the suffix only, from cached hidden states;
-  * `et+cache`, `et-int8+cache`: the suffix as an ExecuTorch program (fp32 or int8 base weights),
-    from the same cache; `et` (optional, `--et-full`): the whole forward as one fp32 program.
+  * `eager+packed`: the same on the batch's real tokens only (prge/packing.py);
+  * `et+cache`, `et+packed`, `et-int8+cache`: the suffix as an ExecuTorch program (fp32 padded,
+    fp32 packed, int8 base weights), from the same cache; `et` (optional, `--et-full`): the
+    whole forward as one fp32 program.
 The cache is filled before timing (its one-time cost is reported apart, per example).
 `suffix_speedup` = before / the fastest cached variant whose projected gradients agree with the
 `before` path's (max relative difference <= 1 %), at the goal's row (last-4, q = 4). A variant that

@@ -126,17 +126,22 @@ def test_threadpool_is_sized_like_torch_and_a_missing_sizing_call_is_reported(mo
         et._match_threadpool(2)
 
 
-def test_prefix_and_suffix_programs_match_eager_from_the_cache(tmp_path):
+def _suffix_engines(tmp_path, layers: str, packed: bool):
+    """A tiny suffix adapter: (encoder, scorer, eager engine, ExecuTorch engine, cached one)."""
     from prge.prefix_cache import with_prefix_cache
 
     model, tok = tiny_model(seed=2)
     encoder = PromptEncoder(tok, "{text} It was", (" terrible", " great"), max_length=LENGTH)
     scorer = LabelScorer(model, encoder.label_ids, targets=["q", "k", "v", "o", "gate", "up",
-                                                            "down"], rank=4, layers="last-1")
-    eager = EagerEngine(scorer)
+                                                            "down"], rank=4, layers=layers)
     lowered = ExecuTorchEngine(scorer, tmp_path, batch_rows=ROWS, max_length=LENGTH,
                                log=lambda m: None)
-    cached = with_prefix_cache(lowered, budget_bytes=2**30)
+    cached = with_prefix_cache(lowered, budget_bytes=2**30, packed=packed)
+    return encoder, scorer, EagerEngine(scorer), lowered, cached
+
+
+def test_prefix_and_suffix_programs_match_eager_from_the_cache(tmp_path):
+    encoder, scorer, eager, lowered, cached = _suffix_engines(tmp_path, "last-1", packed=False)
     thetas = 0.2 * torch.randn(4, eager.dim, generator=torch.Generator().manual_seed(7))
     short = encoder.encode([Example(t, i % 2) for i, t in enumerate(["dull", "fine", "ok"])])
     long = encoder.encode(_examples(5))
@@ -165,16 +170,7 @@ def test_packed_suffix_program_matches_eager(tmp_path):
     """The packed program (real tokens only, dynamic row count) on two adapted layers, for a
     batch of more examples than the program's rows (two chunks, the second padded with empty
     examples) and a short one."""
-    from prge.prefix_cache import with_prefix_cache
-
-    model, tok = tiny_model(seed=2)
-    encoder = PromptEncoder(tok, "{text} It was", (" terrible", " great"), max_length=LENGTH)
-    scorer = LabelScorer(model, encoder.label_ids, targets=["q", "k", "v", "o", "gate", "up",
-                                                            "down"], rank=4, layers="last-2")
-    eager = EagerEngine(scorer)
-    lowered = ExecuTorchEngine(scorer, tmp_path, batch_rows=ROWS, max_length=LENGTH,
-                               log=lambda m: None)
-    packed = with_prefix_cache(lowered, budget_bytes=2**30, packed=True)
+    encoder, _, eager, lowered, packed = _suffix_engines(tmp_path, "last-2", packed=True)
     thetas = 0.2 * torch.randn(4, eager.dim, generator=torch.Generator().manual_seed(7))
     short = encoder.encode([Example(t, i % 2) for i, t in enumerate(["dull", "fine", "ok"])])
     for batch in (encoder.encode(_examples(5)), short):  # two token buckets
