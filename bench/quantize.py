@@ -4,12 +4,21 @@
                                              # head adapter r16, 32 copies x 16 examples x 64 tokens
     python bench/quantize.py --targets q,k,v,o,gate,up,down --rank 8 --copies 4 --rows 4 --tokens 32
     python bench/quantize.py --model tiny --examples 32
+    python bench/quantize.py --run runs/demo           # a suffix adapter a run trained: the prefix
+                                                       # cache and packed suffix programs, copies
+                                                       # around the run's final adapter
 
 For each scheme (none = fp32, int8, int4; see prge/quantize.py): lowering seconds, XNNPACK
 partitions, `.pte` size, peak resident memory of a fresh process that loads the program and runs
 it once (and of one that only imports the runtime), seconds per forward (all schemes and eager
 interleaved), and test accuracy (raw and calibrated) of every adapter copy on `--examples` test
 examples: copy 0 is the base model (B = 0), the others random adapters. Ends with one JSON line.
+
+With `--run RUN_DIR` the adapter is the run's (model, targets, rank, layers and the frozen A from
+its config.json) and every engine is the run's: the frozen-prefix cache filled by the prefix
+program, then packed suffix programs. Copy 1 is the run's final adapter, copies 2.. are it plus
+`eps * z` for Gaussian z, what a P-RGE step evaluates around it. Memory is not measured there
+(one program per token bucket).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -30,6 +40,8 @@ from prge.engines.eager import EagerEngine
 from prge.engines.executorch import ExecuTorchEngine
 from prge.evaluate import scores
 from prge.models import load_model
+from prge.perturb import derive_seed
+from prge.prefix_cache import with_prefix_cache
 from prge.scorer import LabelScorer
 from prge.tasks import PromptEncoder, load_task
 
@@ -75,7 +87,24 @@ def accuracies(engine, enc, examples, thetas, rows: int) -> dict:
     return {"base_acc": per_copy[0].acc, "base_acc_cal": per_copy[0].acc_calibrated,
             "mean_acc": statistics.mean(r.acc for r in per_copy),
             "mean_acc_cal": statistics.mean(r.acc_calibrated for r in per_copy),
+            "trained_acc": per_copy[1].acc, "trained_acc_cal": per_copy[1].acc_calibrated,
             "predictions": lp.argmax(-1)}
+
+
+def run_adapter(args) -> dict:
+    """The adapter a run trained: its config's model and adapter, its final theta."""
+    cfg = json.load(open(os.path.join(args.run, "config.json")))
+    args.model, args.targets, args.rank = cfg["model"], ",".join(cfg["targets"]), cfg["rank"]
+    args.rows, args.tokens = cfg["batch-size"], cfg["max-length"]
+    theta = np.load(os.path.join(args.run, "final_theta.npy"))
+    return {"scorer": {"layers": cfg["layers"],
+                       "adapter_seed": derive_seed(cfg["seed"], "lora-A")},  # as clients/build.py
+            "theta": torch.from_numpy(theta).float()}
+
+
+def cached(engine, enc, run):
+    """With --run, the engine behind the frozen-prefix cache with packed suffixes, as a run's."""
+    return with_prefix_cache(engine, 2**31, enc.pad_id, packed=True) if run else engine
 
 
 def main() -> None:
@@ -90,6 +119,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--examples", type=int, default=0, help="test examples (0: the whole split)")
     ap.add_argument("--cache", help="program cache to reuse (default: a fresh one, timed lowering)")
+    ap.add_argument("--run", help="a run directory: its suffix adapter, cached prefix, packed suffix")
+    ap.add_argument("--eps", type=float, default=0.01, help="--run: perturbation of copies 2..")
     ap.add_argument("--hold", help=argparse.SUPPRESS)
     ap.add_argument("--hold-mode", help=argparse.SUPPRESS)
     ap.add_argument("--scheme", help=argparse.SUPPRESS)
@@ -98,21 +129,36 @@ def main() -> None:
     if args.hold:
         return _hold(args.hold, args.scheme, args.shape, args.hold_mode)
 
+    run = run_adapter(args) if args.run else None
     model, tok = load_model(args.model)
     task = load_task("mr")
     enc = PromptEncoder(tok, task.template, task.label_words, max_length=args.tokens)
-    scorer = LabelScorer(model, enc.label_ids, targets=args.targets.split(","), rank=args.rank)
-    thetas = 0.05 * torch.randn(args.copies, scorer.dim, generator=torch.Generator().manual_seed(0))
+    scorer = LabelScorer(model, enc.label_ids, targets=args.targets.split(","), rank=args.rank,
+                         **(run["scorer"] if run else {}))
+    noise = torch.randn(args.copies, scorer.dim, generator=torch.Generator().manual_seed(0))
+    if run:  # copies around the trained adapter, as a P-RGE step evaluates them
+        thetas = run["theta"] + args.eps * noise
+        thetas[1] = run["theta"]
+    else:
+        thetas = 0.05 * noise
     thetas[0] = 0  # the base model
     batch = enc.encode(task.test[: args.rows])
     schemes = args.schemes.split(",")
-    engines, figures = {"eager": EagerEngine(scorer)}, {}
+    engines, figures = {"eager": cached(EagerEngine(scorer), enc, run)}, {}
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or tmp
         for scheme in schemes:
             folder = os.path.join(cache, scheme)
             engine = ExecuTorchEngine(scorer, folder, batch_rows=args.rows, max_length=args.tokens,
                                       quantize=scheme)
+            if run:
+                t0 = time.perf_counter()
+                engine = cached(engine, enc, run)
+                engine.prepare([args.copies], enc.token_buckets())
+                engine.label_logits(batch, thetas)  # fills this batch's prefixes before timing
+                figures[scheme] = {"lowering_s": round(time.perf_counter() - t0, 1)}
+                engines[scheme] = engine
+                continue
             engine.prepare([args.copies])
             (pte,) = os.listdir(folder)
             path = os.path.join(folder, pte)
@@ -123,6 +169,7 @@ def main() -> None:
                                "pte_mib": round(os.path.getsize(path) / 2**20, 1),
                                "rss_program_mib": round(rss["program"], 1),
                                "rss_imports_mib": round(rss["imports"], 1)}
+        engines["eager"].label_logits(batch, thetas)  # warm-up (and the cache fill, with --run)
         times = {name: [] for name in engines}
         for _ in range(args.reps):  # interleaved: every engine sees the same machine noise
             for name, engine in engines.items():
@@ -144,10 +191,20 @@ def main() -> None:
     base = figures[schemes[0]]
     for scheme in schemes:
         f = figures[scheme]
+        f["speedup_vs_first"] = round(base["forward_s"] / f["forward_s"], 2)
+        if run:
+            print(f"{scheme}: lowering and prefix fill {f['lowering_s']} s, forward "
+                  f"{f['forward_s']} s ({f['speedup_vs_first']}x vs {schemes[0]}, "
+                  f"{f['speedup_vs_eager']}x vs eager {eager_s:.3f} s), accuracy base "
+                  f"{100 * f['base_acc']:.1f}/{100 * f['base_acc_cal']:.1f} %, trained "
+                  f"{100 * f['trained_acc']:.1f}/{100 * f['trained_acc_cal']:.1f} %, "
+                  f"{args.copies} copies {100 * f['mean_acc']:.1f}/{100 * f['mean_acc_cal']:.1f} % "
+                  f"(raw/calibrated), {100 * f['same_predictions_as_first']:.1f} % same "
+                  "predictions", flush=True)
+            continue
         f["size_ratio"] = round(base["pte_mib"] / f["pte_mib"], 2)
         f["rss_own_mib"] = round(f["rss_program_mib"] - f["rss_imports_mib"], 1)  # the program's share
         f["rss_ratio"] = round(base["rss_own_mib"] / max(f["rss_own_mib"], 1e-3), 2)
-        f["speedup_vs_first"] = round(base["forward_s"] / f["forward_s"], 2)
         print(f"{scheme}: lowering {f['lowering_s']} s, {f['partitions']} partitions, "
               f"{f['pte_mib']} MiB .pte ({f['size_ratio']}x smaller), peak RSS holding it "
               f"{f['rss_program_mib']} MiB = imports {f['rss_imports_mib']} + program "
@@ -158,7 +215,9 @@ def main() -> None:
               f"{100 * f['mean_acc']:.1f}/{100 * f['mean_acc_cal']:.1f} % (raw/calibrated), "
               f"{100 * f['same_predictions_as_first']:.1f} % same predictions", flush=True)
     print(json.dumps({"bench": "quantize", "model": args.model, "targets": args.targets,
-                      "rank": args.rank, "copies": args.copies, "rows": args.rows,
+                      "rank": args.rank, "run": args.run,
+                      "layers": run["scorer"]["layers"] if run else "all",
+                      "copies": args.copies, "rows": args.rows,
                       "tokens": args.tokens, "examples": len(examples), "eager_s": round(eager_s, 4),
                       "schemes": figures}))
 

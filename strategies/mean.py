@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from strategies.base import ScalarReply, ScalarStrategy, stack
+from strategies.base import ScalarReply, ScalarStrategy, as_float, stack
 
 
 class WeightedMean(ScalarStrategy):
+    """The example-weighted mean of the replies, seed by seed, times `server_lr`.
+
+    Args:
+        server_lr: the server's step size relative to the clients' (FedOpt's server learning
+            rate): the log's entry for a seed moves theta `server_lr` times as far as the mean
+            client did along it, > 0. A mean over several clients is a less noisy estimate than
+            one client's, so it can afford a longer step.
+    """
+
     name = "mean"
     state_keys = ()
 
+    def __init__(self, server_lr: float = 1.0):
+        self.server_lr = as_float("server_lr", server_lr)
+        if not self.server_lr > 0:
+            raise ValueError(f"server_lr must be > 0, got {server_lr}")
+
     def aggregate(self, server_round: int, replies: list[ScalarReply]) -> np.ndarray:
         grads, weights = stack(replies)
-        return weights @ grads / weights.sum()  # (K*q,)
+        mean = weights @ grads / weights.sum()  # (K*q,)
+        return mean if self.server_lr == 1.0 else self.server_lr * mean

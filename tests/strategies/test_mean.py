@@ -16,6 +16,16 @@ def test_weighted_mean_matches_numpy():
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-15)
 
 
+def test_server_lr_scales_the_mean_and_rejects_bad_values():
+    replies = [_reply(0, [1.0, -2.0], 10), _reply(1, [3.0, 0.0], 30)]
+    base = load_strategy("mean").aggregate(1, replies)
+    np.testing.assert_allclose(load_strategy("mean", server_lr=2.5).aggregate(1, replies),
+                               2.5 * base, rtol=0, atol=1e-15)
+    for bad in (0, -1.0, "fast", float("nan")):
+        with pytest.raises(StrategyError, match="server_lr must be"):
+            load_strategy("mean", server_lr=bad)
+
+
 class Halve(ScalarStrategy):
     def __init__(self, factor: float = 0.5):
         self.factor = factor
