@@ -1,6 +1,9 @@
 """`fedprge report` on run directories written here by hand: exact cells, labels, sweep dirs."""
 
 import json
+from pathlib import Path
+
+import numpy as np
 
 from simulation.rundata import load_runs
 from simulation.rundir import write_json
@@ -182,3 +185,18 @@ def test_a_config_from_an_older_version_still_joins_its_seeds(tmp_path):
     write_json(runs[1] / "config.json", {**newer, "batch-order": "random"})
     lines = fedprge("report", *map(str, runs)).stdout.splitlines()
     assert len(lines) == 3 and "| 2 (0,1) |" in lines[2]
+
+
+def test_cost_to_target_counts_an_accuracy_recorded_from_float32_at_the_target():
+    from simulation.cost_to_target import first_reach
+    from simulation.rundata import Run
+
+    # 780 of 1,000 right, as float32 records it, then a round clearly past the target
+    metrics = [{"round": 0, "elapsed_s": 10.0, "test_acc_cal": 0.68},
+               {"round": 1, "bytes_up": 5, "bytes_down": 7, "elapsed_s": 20.0,
+                "test_acc_cal": float(np.float32(0.78))},
+               {"round": 2, "bytes_up": 5, "bytes_down": 7, "elapsed_s": 30.0,
+                "test_acc_cal": 0.79}]
+    hit = first_reach(Run(Path("run"), {}, metrics, None), 0.78)
+    assert (hit.round, hit.bytes, hit.seconds) == (1, 12, 10.0)
+    assert first_reach(Run(Path("run"), {}, metrics[:2], None), 0.781) is None
