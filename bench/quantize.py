@@ -93,10 +93,15 @@ def accuracies(engine, enc, examples, thetas, rows: int) -> dict:
 
 def run_adapter(args) -> dict:
     """The adapter a run trained: its config's model and adapter, its final theta."""
-    cfg = json.load(open(os.path.join(args.run, "config.json")))
+    needed = [os.path.join(args.run, name) for name in ("config.json", "final_theta.npy")]
+    if missing := [path for path in needed if not os.path.exists(path)]:
+        raise SystemExit(f"bench/quantize.py: --run needs a finished run, {missing[0]} is missing")
+    cfg = json.load(open(needed[0]))
+    if cfg["task"] != "mr":  # the accuracies below are on MR's test split
+        raise SystemExit(f"bench/quantize.py: --run needs an MR run, {args.run} is {cfg['task']!r}")
     args.model, args.targets, args.rank = cfg["model"], ",".join(cfg["targets"]), cfg["rank"]
     args.rows, args.tokens = cfg["batch-size"], cfg["max-length"]
-    theta = np.load(os.path.join(args.run, "final_theta.npy"))
+    theta = np.load(needed[1])
     return {"scorer": {"layers": cfg["layers"],
                        "adapter_seed": derive_seed(cfg["seed"], "lora-A")},  # as clients/build.py
             "theta": torch.from_numpy(theta).float()}
