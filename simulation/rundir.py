@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -28,6 +29,19 @@ def new_run_dir(parent: str | Path, prefix: str, explicit: str | Path | None = N
         except FileExistsError:
             continue
     raise ConfigError(f"could not create a fresh run directory under {str(parent)!r}")
+
+
+def try_lock_dir(path: Path) -> int | None:
+    """An exclusive lock on PATH/.lock, held while the returned descriptor is open, or None when
+    another process holds it. The kernel releases a flock when its holder dies, however it died,
+    so a killed command never blocks the resume of its own directory."""
+    fd = os.open(Path(path) / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def write_json(path: Path, data: Any) -> None:

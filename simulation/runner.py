@@ -29,7 +29,7 @@ from simulation.flower_runtime import (
     write_app,
 )
 from simulation.follow import LogRelay, follow
-from simulation.rundir import new_run_dir, write_json
+from simulation.rundir import new_run_dir, try_lock_dir, write_json
 
 FLOWER_LOG = "flower.log"  # the SuperLink's log and Flower's log of the run, in the run directory
 CHECK_NICENESS = 10  # see _lower_or_discard
@@ -89,12 +89,22 @@ def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = T
     except StrategyError as err:
         raise ConfigError(str(err)) from None
     fed = federation_config(cfg)
-    if resume:
-        run_dir = Path(resume)
-    else:
-        run_dir = new_run_dir(cfg.out, "run", out)
-        write_json(run_dir / "config.json", cfg.to_dict())
-    run_dir = run_dir.resolve()
+    run_dir = Path(resume) if resume else new_run_dir(cfg.out, "run", out)
+    # held until this command exits: a second command resuming (or writing into) a live run would
+    # interleave its metrics and checkpoints with this one's
+    lock = try_lock_dir(run_dir)
+    if lock is None:
+        raise ConfigError(f"run directory {str(run_dir)!r} is in use by another fedprge command")
+    try:
+        if not resume:
+            write_json(run_dir / "config.json", cfg.to_dict())
+        return _run_in(run_dir.resolve(), cfg, fed, progress, bool(resume))
+    finally:
+        os.close(lock)
+
+
+def _run_in(run_dir: Path, cfg: Config, fed: dict, progress: bool, resume: bool) -> Path:
+    """Run (or resume) the simulation in `run_dir`, which this command holds the lock of."""
     record_environment(run_dir)  # one record per start of the run
     log = run_dir / FLOWER_LOG
     log_start = log.stat().st_size if log.is_file() else 0  # a resumed run appends to it

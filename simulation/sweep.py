@@ -12,7 +12,6 @@ validated before the first run, so a typo costs seconds, not the hours of the po
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import itertools
 import json
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.runconfig import ConfigError, load_config
-from simulation.rundir import write_json
+from simulation.rundir import try_lock_dir, write_json
 from simulation.units import pct
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._,+-]+")  # anything else (/, :, spaces, quotes) becomes "-"
@@ -161,15 +160,11 @@ def _check_dir(out: Path, ident: dict) -> dict | None:
     return old
 
 
-def _lock(out: Path):
-    """Two sweeps resuming one directory would rename each other's running points; flock is
-    released by the kernel when this process dies, so a killed sweep never blocks a resume."""
-    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise SweepError(f"another sweep is running in {str(out)!r}") from None
+def _lock(out: Path) -> int:
+    # two sweeps resuming one directory would rename each other's running points
+    fd = try_lock_dir(out)
+    if fd is None:
+        raise SweepError(f"another sweep is running in {str(out)!r}")
     return fd
 
 

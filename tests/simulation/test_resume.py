@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from simulation.checkpoint import keep_lines, load_checkpoint
-from simulation.rundir import read_jsonl
+from simulation.rundir import read_jsonl, try_lock_dir
 from tests.simulation.test_cli import fedprge
 from tests.simulation.test_federated import FED
 
@@ -186,6 +186,23 @@ def test_resume_errors_are_one_line(tmp_path):
     proc = fedprge("run", "--resume", str(tmp_path), "--set", "q=4")
     assert proc.returncode == 2 and "drop --config, --set and --out" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_live_run_is_not_resumed_by_a_second_command(tmp_path):
+    """While one command holds a run directory, `--resume` of it is refused with one line and
+    leaves it untouched; once the holder is gone (however it went), the lock is free."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": "tiny", "engine": "eager", "rounds": 1}))
+    held = try_lock_dir(run)  # as the live run's command holds it
+    try:
+        proc = fedprge("run", "--resume", str(run))
+    finally:
+        os.close(held)
+    assert proc.returncode == 2 and "is in use by another fedprge command" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "config.json"]  # nothing written
+    os.close(try_lock_dir(run))  # released with its holder
 
 
 def test_keep_lines_drops_what_came_after_the_checkpoint(tmp_path):
