@@ -12,14 +12,8 @@ from typing import Any
 from clients.runconfig import ConfigError
 
 
-def new_run_dir(parent: str | Path, prefix: str, explicit: str | Path | None = None) -> Path:
-    """`explicit` if given (must be absent or empty), else PARENT/PREFIX-YYYYmmdd-HHMMSS[-n]."""
-    if explicit:
-        path = Path(explicit)
-        if path.exists() and any(path.iterdir()):
-            raise ConfigError(f"run directory {str(path)!r} already exists and is not empty")
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+def new_run_dir(parent: str | Path, prefix: str) -> Path:
+    """A directory that did not exist: PARENT/PREFIX-YYYYmmdd-HHMMSS[-n] (mkdir is atomic)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
         path = Path(parent) / (f"{prefix}-{stamp}" + (f"-{n}" if n else ""))
@@ -29,6 +23,26 @@ def new_run_dir(parent: str | Path, prefix: str, explicit: str | Path | None = N
         except FileExistsError:
             continue
     raise ConfigError(f"could not create a fresh run directory under {str(parent)!r}")
+
+
+def claim_run_dir(parent: str | Path, prefix: str,
+                  explicit: str | Path | None = None) -> tuple[Path, int]:
+    """A run directory for a new run and its lock (see try_lock_dir), to hold until the run ends:
+    `explicit` if given (absent, or empty but for a lock file), else a fresh one under PARENT.
+    Emptiness is checked under the lock, so of two commands given one --out only the first to
+    lock it may write there; checking first and locking after let both through."""
+    if not explicit:
+        path = new_run_dir(parent, prefix)
+    else:
+        path = Path(explicit)
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"run directory {str(path)!r} exists and is not a directory")
+        path.mkdir(parents=True, exist_ok=True)
+    lock = hold_run_dir(path)
+    if any(entry.name != ".lock" for entry in path.iterdir()):
+        os.close(lock)
+        raise ConfigError(f"run directory {str(path)!r} already exists and is not empty")
+    return path, lock
 
 
 def try_lock_dir(path: Path) -> int | None:
@@ -42,6 +56,14 @@ def try_lock_dir(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def hold_run_dir(path: Path) -> int:
+    """try_lock_dir, or the one-line error a user sees when another command holds PATH."""
+    lock = try_lock_dir(path)
+    if lock is None:
+        raise ConfigError(f"run directory {str(path)!r} is in use by another fedprge command")
+    return lock
 
 
 def write_json(path: Path, data: Any) -> None:

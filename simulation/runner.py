@@ -29,7 +29,7 @@ from simulation.flower_runtime import (
     write_app,
 )
 from simulation.follow import LogRelay, follow
-from simulation.rundir import new_run_dir, try_lock_dir, write_json
+from simulation.rundir import claim_run_dir, hold_run_dir, write_json
 
 FLOWER_LOG = "flower.log"  # the SuperLink's log and Flower's log of the run, in the run directory
 CHECK_NICENESS = 10  # see _lower_or_discard
@@ -89,12 +89,12 @@ def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = T
     except StrategyError as err:
         raise ConfigError(str(err)) from None
     fed = federation_config(cfg)
-    run_dir = Path(resume) if resume else new_run_dir(cfg.out, "run", out)
     # held until this command exits: a second command resuming (or writing into) a live run would
     # interleave its metrics and checkpoints with this one's
-    lock = try_lock_dir(run_dir)
-    if lock is None:
-        raise ConfigError(f"run directory {str(run_dir)!r} is in use by another fedprge command")
+    if resume:
+        run_dir, lock = Path(resume), hold_run_dir(Path(resume))
+    else:
+        run_dir, lock = claim_run_dir(cfg.out, "run", out)
     try:
         if not resume:
             write_json(run_dir / "config.json", cfg.to_dict())

@@ -8,6 +8,7 @@ touches seeds and scalars alone.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -45,7 +46,7 @@ from simulation.checkpoint import Checkpoint, keep_lines, load_checkpoint, save_
 from simulation.deadline import Deadlines
 from simulation.environment import record_environment
 from simulation.owner import stop_with_owner
-from simulation.rundir import JsonlWriter, new_run_dir, read_jsonl, write_json
+from simulation.rundir import JsonlWriter, claim_run_dir, read_jsonl, write_json
 from simulation.validate import error_reason, validate_reply
 from strategies.base import ScalarReply
 from strategies.loader import load_strategy
@@ -477,18 +478,23 @@ def build_server_app(cfg: Config | None = None, run_dir: Path | None = None,
             run_cfg, out, show, again = given.cfg, given.run_dir, given.run_dir is None, given.resume
             if given.owner_pid:
                 stop_with_owner(given.owner_pid)
-        if out is None:
-            out = new_run_dir(run_cfg.out, "run")
+        lock = None  # `fedprge run` holds its directory's lock itself
+        if out is None:  # `flwr run .`: this app makes the directory, and holds it as the runner does
+            out, lock = claim_run_dir(run_cfg.out, "run")
             write_json(out / "config.json", run_cfg.to_dict())
             record_environment(out)
-        FederatedServer(run_cfg, out, grid, show, resume=again).run()
-        # Flower's runtime waits for every message it handed out before it exits: stop the
-        # clients still working on one (a straggler past its deadline, a hung device)
-        logging.getLogger("flwr").setLevel(logging.CRITICAL)  # their end is expected, not news
-        stopped = stop_busy(out / "devices")
-        if stopped:
-            print(f"fedprge: stopped the processes of {len(stopped)} client(s) still busy after "
-                  f"their deadline: {sorted(stopped)}", file=sys.stderr)
+        try:
+            FederatedServer(run_cfg, out, grid, show, resume=again).run()
+            # Flower's runtime waits for every message it handed out before it exits: stop the
+            # clients still working on one (a straggler past its deadline, a hung device)
+            logging.getLogger("flwr").setLevel(logging.CRITICAL)  # their end is expected
+            stopped = stop_busy(out / "devices")
+            if stopped:
+                print(f"fedprge: stopped the processes of {len(stopped)} client(s) still busy "
+                      f"after their deadline: {sorted(stopped)}", file=sys.stderr)
+        finally:
+            if lock is not None:
+                os.close(lock)
 
     return app
 

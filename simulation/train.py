@@ -7,13 +7,14 @@ adapter state, replayable with `prge.estimator.apply_update`) and a summary.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from clients.build import build
+from clients.build import Setup, build
 from clients.runconfig import Config
 from prge.batching import group_by_length
 from prge.estimator import prge_step, scheduled_lr
@@ -21,7 +22,7 @@ from prge.evaluate import evaluate
 from prge.perturb import derive_seed
 from prge.prefix_cache import cache_summary, warm_examples
 from simulation.environment import record_environment
-from simulation.rundir import JsonlWriter, new_run_dir, write_json
+from simulation.rundir import JsonlWriter, claim_run_dir, write_json
 
 LENGTH_WINDOW = 8  # batch-order=length regroups the examples of this many steps of one epoch
 
@@ -52,7 +53,14 @@ def batch_order(n_examples: int, batch_size: int, steps: int, seed: int,
 
 def train(cfg: Config, out: str | Path | None = None, progress: bool = True) -> Path:
     setup = build(cfg)
-    run_dir = new_run_dir(cfg.out, "train", out)
+    run_dir, lock = claim_run_dir(cfg.out, "train", out)
+    try:
+        return _train_in(run_dir, setup, cfg, progress)
+    finally:
+        os.close(lock)
+
+
+def _train_in(run_dir: Path, setup: Setup, cfg: Config, progress: bool) -> Path:
     write_json(run_dir / "config.json", cfg.to_dict())
     record_environment(run_dir)
     train_set = setup.task.train
