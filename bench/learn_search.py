@@ -4,6 +4,9 @@ Builds the scorer once for an adapter (layers, targets, rank), fills the frozen-
 `--train` training and `--test` test examples of MR up front, then runs each setting of `--grid`
 from theta = 0 for `--minutes` of P-RGE steps (cache already warm, so the settings compete on
 step time alone), evaluating calibrated accuracy on the test examples every `--eval-every` steps.
+`--steps N` budgets N steps instead: the schedule then spans exactly N steps and two runs print
+the same curve on any machine (a time budget's step count, and so its schedule, varies with the
+machine's speed).
 
     python bench/learn_search.py --layers last-1 --grid "q=16,lr=1e-2" --grid "q=4,lr=3e-2"
 
@@ -60,23 +63,29 @@ def fo_adam_step(engine, batch, theta, adam, lr) -> None:
     theta.copy_(param.detach())
 
 
-def run_setting(engine, enc, train, test, dim, s, minutes, eval_every, log):
+def run_setting(engine, enc, train, test, dim, s, minutes, steps, eval_every, log):
+    """Train one setting from theta = 0 for `steps` steps if given, else `minutes` of steps."""
     theta = torch.zeros(dim)
     adam = torch.optim.Adam([torch.nn.Parameter(theta)], lr=s["lr"]) if s["method"] == "fo" else None
     rng = np.random.default_rng(derive_seed(s["seed"], "search-data"))
     budget = minutes * 60
-    est_steps = None
+
+    def spent() -> bool:
+        return step >= steps if steps else elapsed >= budget
+
+    # a time budget sizes the schedule from the first 20 steps' pace; a step budget knows it
+    total_steps = steps or None
     curve, elapsed, step = [], 0.0, 0
     r = evaluate(engine, enc, test, theta)
     curve.append({"step": 0, "s": 0.0, "acc": r.acc, "acc_cal": r.acc_calibrated})
-    while elapsed < budget:
+    while not spent():
         step += 1
         idx = rng.choice(len(train), size=s["batch"], replace=False)
         batch = enc.encode([train[i] for i in idx])
         seeds = [derive_seed(s["seed"], "search", step, i) for i in range(s["q"])]
-        if est_steps is None and step > 20:
-            est_steps = int(budget / (elapsed / (step - 1)))
-        lr = scheduled_lr(s["lr"], step, est_steps or 10**9, s["schedule"])
+        if total_steps is None and step > 20:
+            total_steps = int(budget / (elapsed / (step - 1)))
+        lr = scheduled_lr(s["lr"], step, total_steps or 10**9, s["schedule"])
         t0 = time.perf_counter()
         if s["method"] == "fo":
             fo_adam_step(engine, batch, theta, adam, lr)
@@ -85,7 +94,7 @@ def run_setting(engine, enc, train, test, dim, s, minutes, eval_every, log):
         else:
             prge_step(engine, batch, theta, seeds, eps=s["eps"], lr=lr)
         elapsed += time.perf_counter() - t0
-        if step % eval_every == 0 or elapsed >= budget:
+        if step % eval_every == 0 or spent():
             r = evaluate(engine, enc, test, theta)
             curve.append({"step": step, "s": round(elapsed, 1), "acc": r.acc,
                           "acc_cal": r.acc_calibrated, "theta_norm": float(theta.norm())})
@@ -99,12 +108,18 @@ def main() -> None:
     add_adapter_args(ap)
     ap.add_argument("--train", type=int, default=2000)
     ap.add_argument("--test", type=int, default=1000)
-    ap.add_argument("--minutes", type=float, default=5.0)
+    budget = ap.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, default=5.0,
+                        help="steps for this many minutes per setting (default 5)")
+    budget.add_argument("--steps", type=int, default=None,
+                        help="exactly this many steps per setting: reproducible on any machine")
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--grid", action="append", default=[])
     ap.add_argument("--cache-file", default="")
     args = ap.parse_args()
     settings = [parse_setting(g) for g in args.grid] or [dict(DEFAULTS)]
+    if (args.steps is not None and args.steps <= 0) or args.minutes <= 0:
+        raise SystemExit("--steps and --minutes must be positive")
 
     task, enc, scorer = build_adapter(args)
     engine = with_prefix_cache(EagerEngine(scorer), 8 * 2**30, enc.pad_id)
@@ -124,7 +139,7 @@ def main() -> None:
           flush=True)
     curves = []
     for s in settings:
-        curve = run_setting(engine, enc, train, test, scorer.dim, s, args.minutes,
+        curve = run_setting(engine, enc, train, test, scorer.dim, s, args.minutes, args.steps,
                             args.eval_every, lambda m: print(m, flush=True))
         curves.append({"setting": s, "curve": curve})
     print(json.dumps({"bench": "learn_search", "layers": args.layers, "targets": args.targets,
