@@ -37,12 +37,20 @@ def claim_run_dir(parent: str | Path, prefix: str,
         path = Path(explicit)
         if path.exists() and not path.is_dir():
             raise ConfigError(f"run directory {str(path)!r} exists and is not a directory")
+        _refuse_if_not_empty(path)  # before locking: a refused directory is left as it was
         path.mkdir(parents=True, exist_ok=True)
     lock = hold_run_dir(path)
-    if any(entry.name != ".lock" for entry in path.iterdir()):
+    try:
+        _refuse_if_not_empty(path)  # again under the lock: another command may have written
+    except ConfigError:
         os.close(lock)
-        raise ConfigError(f"run directory {str(path)!r} already exists and is not empty")
+        raise
     return path, lock
+
+
+def _refuse_if_not_empty(path: Path) -> None:
+    if path.is_dir() and any(entry.name != ".lock" for entry in path.iterdir()):
+        raise ConfigError(f"run directory {str(path)!r} already exists and is not empty")
 
 
 def try_lock_dir(path: Path) -> int | None:
