@@ -192,9 +192,11 @@ def test_a_late_straggler_is_served_from_the_log_it_really_holds(tmp_path):
     """Every client is sampled every round; a straggler past the deadline stored the round's log
     before it trained, so next round it needs only the entries added since, like everyone else,
     and it answers without error."""
-    # seed 5: client 1 straggles in round 2 only (the deadline leaves round 1 time to build)
+    # seed 5: client 1 straggles in round 2 only. Round 1 is where each client process builds
+    # its model, so the deadline is several times what that takes alone (8 s was overrun when the
+    # cores were shared); the straggler wakes 10 s into round 3, well inside its deadline.
     rounds = _fed_run(tmp_path / "stragglers", "seed=5", "num-clients=3", "clients-per-round=3",
-                      "straggle-prob=0.3", "straggle-s=10", "round-deadline-s=8", "rounds=3",
+                      "straggle-prob=0.3", "straggle-s=30", "round-deadline-s=20", "rounds=3",
                       "personal-steps=0", "client-eval-size=0")
     reasons = [m.get("rejected_reasons", {}) for m in rounds]
     assert reasons == [{}, {"late": 1}, {}]
@@ -224,11 +226,11 @@ def test_int8_scalars_on_the_wire_are_what_the_log_holds_and_clients_replay(tmp_
 
 def test_a_hung_client_cannot_stall_the_run(tmp_path):
     """Client 1 hangs in round 2 (seed 3; it sleeps for an hour). The deadline cuts it off, and
-    when the rounds are over its process is stopped so that the run exits. (8 s leaves round 1,
+    when the rounds are over its process is stopped so that the run exits. (20 s leaves round 1,
     where each client process builds its model, time to answer on a loaded machine.)"""
     out = tmp_path / "hung"
     args = [a for kv in ("seed=3", "num-clients=3", "clients-per-round=2", "straggle-prob=0.2",
-                         "straggle-s=3600", "round-deadline-s=8", "rounds=3", "personal-steps=0",
+                         "straggle-s=3600", "round-deadline-s=20", "rounds=3", "personal-steps=0",
                          "client-eval-size=0") for a in ("--set", kv)]
     proc = subprocess.run([sys.executable, "-m", "simulation.cli", "run", *FED, *args, "--out",
                            str(out), "--quiet"], capture_output=True, text=True, timeout=240)
