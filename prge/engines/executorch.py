@@ -88,33 +88,93 @@ def _match_threadpool(threads: int) -> None:
 
 
 def prune_cache(folder: Path, budget: int, keep: Path) -> list[Path]:
-    """Delete the least recently used programs until the folder holds at most `budget` bytes;
-    `keep` (the program just written) always stays. Loading a program refreshes its mtime, and
-    unlinking one that another process has open is safe on POSIX."""
-    programs = sorted(folder.glob("prge-*.pte"), key=lambda p: p.stat().st_mtime)
-    total = sum(p.stat().st_size for p in programs)
+    """Delete the least recently used programs until the folder holds at most `budget` bytes.
+    A program in use stays: `keep` (the one just written), every program this process has
+    loaded, and any whose lock another process holds (it is between its existence check and its
+    load, or lowering it). Loading refreshes a program's mtime, and unlinking a loaded program is
+    safe on POSIX: the runtime maps the file and keeps it open.
+
+    What remains possible: a program another process loaded earlier (its lock since released)
+    can go. That process runs on from its open copy; one that has not loaded it yet lowers it
+    again, once, since it is then in use there. So when a run's programs alone exceed the
+    budget, the folder stays over it rather than its programs being lowered in a loop."""
+    programs = _programs_by_age(folder)
+    total = sum(size for _, size in programs)
     removed = []
-    for p in programs:
+    for p, size in programs:
         if total <= budget:
             break
-        if p != keep:
-            total -= p.stat().st_size
-            p.unlink(missing_ok=True)
+        if p == keep or _loaded_here(p):
+            continue
+        if _remove_unless_locked(p):
+            total -= size
             removed.append(p)
     return removed
 
 
+def _programs_by_age(folder: Path) -> list[tuple[Path, int]]:
+    """(path, size) of the cached programs, least recently used first; one another process
+    removes meanwhile is left out."""
+    found = []
+    for p in folder.glob("prge-*.pte"):
+        try:
+            stat = p.stat()
+        except FileNotFoundError:
+            continue
+        found.append((stat.st_mtime, p, stat.st_size))
+    return [(p, size) for _, p, size in sorted(found, key=lambda f: f[0])]
+
+
+def _loaded_here(path: Path) -> bool:
+    return path.stem.removeprefix("prge-") in _LOADED
+
+
+def _remove_unless_locked(path: Path) -> bool:
+    """Remove a program unless a process holds its lock; never wait for one. Its lock file
+    stays: removing it would let two processes lock two different files for the same program."""
+    try:
+        with _program_lock(path, fcntl.LOCK_EX | fcntl.LOCK_NB):
+            path.unlink(missing_ok=True)
+    except BlockingIOError:
+        return False
+    return True
+
+
 @contextmanager
-def _program_lock(path: Path):
-    """An exclusive lock on one program of the cache, across processes (released when its holder
-    exits, even killed, since the kernel drops a dead process's flock)."""
+def _program_lock(path: Path, mode: int = fcntl.LOCK_EX):
+    """A lock on one program of the cache, across processes (released when its holder exits,
+    even killed, since the kernel drops a dead process's flock). Loaders share it
+    (`fcntl.LOCK_SH`); lowering and pruning take it alone."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.flock(handle, mode)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _load(path: Path):
+    from executorch.runtime import Runtime
+
+    with _without_cpuinfo_probe():
+        return Runtime.get().load_program(str(path)).load_method("forward")
+
+
+def _load_if_present(path: Path):
+    """The program at `path` loaded, or None when there is none; the caller holds its lock."""
+    try:
+        os.utime(path)  # the existence check; and recently used: the last to be pruned
+    except FileNotFoundError:
+        return None
+    try:
+        return _load(path)
+    except RuntimeError:
+        if path.exists():
+            raise
+        # Removed between the check and the load despite the lock (by hand, or by a process
+        # that does not take it): the caller lowers it again.
+        return None
 
 
 def prefix_fingerprint(scorer: LabelScorer) -> str:
@@ -265,29 +325,35 @@ class ExecuTorchEngine:
             return _LOADED[key]
         path = self.cache_dir / f"prge-{key}.pte"
         label = f"{kind} {copies}x{self.batch_rows}x{tokens}"
+        ensure_runtime_kernels(self.quantize)
+        # Held from the existence check until the program is loaded, so that no pruning removes
+        # it in between; once loaded, the file may go.
+        with _program_lock(path, fcntl.LOCK_SH):
+            method = _load_if_present(path)
         lowered = False
-        if not path.is_file():
-            # One process per machine lowers a program; the others wait for it and load it
-            # (lowering takes minutes on a real model, and every client process may ask at once)
-            with _program_lock(path):
-                if not path.is_file():
-                    self._lower(kind, copies, tokens, path, label)
-                    lowered = True
-        if lowered:
-            for old in prune_cache(self.cache_dir, self.cache_budget, keep=path):
-                self.log(f"program cache over {self.cache_budget / 2**30:.1f} GiB: removed {old.name}")
-        else:
+        if method is None:
+            method, lowered = self._lower_and_load(kind, copies, tokens, path, label)
+        if not lowered:
             self.program_s.setdefault(label, 0.0)
             if kind == "full":
                 self.lowering_s.setdefault(copies, 0.0)
-            os.utime(path)  # recently used: the last to be pruned
-        from executorch.runtime import Runtime
-
-        ensure_runtime_kernels(self.quantize)
-        with _without_cpuinfo_probe():
-            method = Runtime.get().load_program(str(path)).load_method("forward")
         _LOADED[key] = method
+        if lowered:
+            for old in prune_cache(self.cache_dir, self.cache_budget, keep=path):
+                self.log(f"program cache over {self.cache_budget / 2**30:.1f} GiB: removed {old.name}")
         return method
+
+    def _lower_and_load(self, kind: str, copies: int, tokens: int, path: Path,
+                        label: str) -> tuple[object, bool]:
+        """(the program loaded, whether this process lowered it). One process per machine lowers
+        a program; the others wait on its lock and load it (lowering takes minutes on a real
+        model, and every client process may ask at once)."""
+        with _program_lock(path):
+            method = _load_if_present(path)  # lowered by another process while this one waited
+            if method is not None:
+                return method, False
+            self._lower(kind, copies, tokens, path, label)
+            return _load(path), True
 
     def _lower(self, kind: str, copies: int, tokens: int, path: Path, label: str) -> None:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner

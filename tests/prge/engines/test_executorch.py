@@ -116,6 +116,93 @@ def test_program_cache_drops_least_recently_used_programs_over_budget(tmp_path):
     assert list(tmp_path.glob("*.pte")) == [paths[3]]
 
 
+class _Runtime:
+    """ExecuTorch's runtime as far as the program cache sees it: loading opens the file (the real
+    one maps it and keeps it open). `before_open` runs first: what another process does in the
+    window between a loader's existence check and its load."""
+
+    def __init__(self, before_open):
+        self.before_open = before_open
+
+    def load_program(self, path):
+        from pathlib import Path
+        from types import SimpleNamespace
+
+        self.before_open(Path(path))
+        if not Path(path).is_file():  # what the real runtime raises for a missing program
+            raise RuntimeError(f"Failed to create MmapDataLoader from file {path}")
+        data = Path(path).read_bytes()
+        return SimpleNamespace(load_method=lambda name: ("loaded", data))
+
+
+def _with_runtime(monkeypatch, before_open):
+    from executorch.runtime import Runtime
+
+    monkeypatch.setattr(Runtime, "get", staticmethod(lambda: _Runtime(before_open)))
+    monkeypatch.setattr(et, "_LOADED", {})  # a fresh process: nothing loaded yet
+
+
+def test_pruning_spares_a_program_another_process_is_loading(engines, tmp_path, monkeypatch):
+    """A process lowers a program and prunes the cache while another has found an older one and
+    is about to load it: the pruner skips the program being loaded (before its lock, it removed
+    it and the loader failed)."""
+    import os
+
+    engine = ExecuTorchEngine(engines[2].scorer, tmp_path, batch_rows=ROWS, max_length=LENGTH,
+                              log=lambda m: None)
+    program = tmp_path / f"prge-{engine._key(2)}.pte"
+    program.write_bytes(b"p" * 100)
+    os.utime(program, (1000, 1000))  # the least recently used: the first to go
+    written = tmp_path / "prge-just-written.pte"
+    written.write_bytes(b"w" * 100)
+    pruned = []
+    _with_runtime(monkeypatch, lambda path: pruned.extend(
+        et.prune_cache(tmp_path, budget=150, keep=written)))  # in the window: room for one
+    assert engine._method(2) == ("loaded", b"p" * 100)
+    assert pruned == [] and program.is_file()
+    assert engine.lowering_s == {2: 0.0}  # found and loaded, not lowered
+    # once loaded it is in use here for good: this process's own pruning leaves it too
+    assert et.prune_cache(tmp_path, budget=150, keep=written) == []
+
+
+def test_pruning_spares_programs_this_process_loaded_and_takes_unlocked_ones(tmp_path, monkeypatch):
+    """A run whose programs alone exceed the budget keeps them (it would lower them again and
+    again otherwise); another run's program, loaded by no one, goes."""
+    import os
+
+    monkeypatch.setattr(et, "_LOADED", {"run-a": object(), "run-b": object()})
+    paths = {}
+    for i, name in enumerate(["other", "run-a", "run-b"]):
+        paths[name] = tmp_path / f"prge-{name}.pte"
+        paths[name].write_bytes(b"x" * 100)
+        os.utime(paths[name], (1000 + i, 1000 + i))
+    assert et.prune_cache(tmp_path, budget=50, keep=paths["run-b"]) == [paths["other"]]
+    assert sorted(tmp_path.glob("*.pte")) == [paths["run-a"], paths["run-b"]]
+
+
+def test_a_program_removed_between_check_and_load_is_lowered_again(engines, tmp_path, monkeypatch):
+    """Removed regardless of the lock (by hand, say) while a process loads it: it is lowered
+    again, not a runtime error from a missing file."""
+    engine = ExecuTorchEngine(engines[2].scorer, tmp_path, batch_rows=ROWS, max_length=LENGTH,
+                              log=lambda m: None)
+    program = tmp_path / f"prge-{engine._key(2)}.pte"
+    program.write_bytes(b"old")
+    removals = [program]
+
+    def remove_once(path):
+        while removals:
+            removals.pop().unlink()
+
+    def lower(kind, copies, tokens, path, label):
+        path.write_bytes(b"new")
+        engine.lowering_s[copies] = 1.0
+
+    _with_runtime(monkeypatch, remove_once)
+    monkeypatch.setattr(engine, "_lower", lower)
+    assert engine._method(2) == ("loaded", b"new")
+    assert engine.lowering_s == {2: 1.0}
+
+
 def test_threadpool_is_sized_like_torch_and_a_missing_sizing_call_is_reported(monkeypatch):
     from executorch.extension.pybindings import portable_lib
 
