@@ -26,9 +26,14 @@ Writing your own: subclass `ScalarStrategy`, implement `aggregate`, load it with
   `state_keys = ()`. Without either, a resumed run warns and starts the strategy afresh.
   `summary()` is called once at the end; its dict goes under "strategy_summary" in the run's
   summary.json, so keep it JSON-serialisable (plain floats, ints, strings).
-- Cohort: before round 1 (and again on a resume) the server calls
-  `configure(clients_per_round=...)`, the number of clients it samples per round, fixed by the
-  config whatever crashes or rejections leave. Override it if you need it (as `dp-mean` does).
+- Cohort: before round 1 (and again on a resume) the server sets `self.run_seed` (the run's
+  `seed`) and calls `configure(clients_per_round=...)`, the number of clients it samples per
+  round, fixed by the config whatever crashes or rejections leave. Override it if you need it
+  (as `dp-mean` does). Draw any randomness from `self.run_seed` (0 when no server set it), never
+  from a fixed seed alone, or every seed of a `--grid seed=...` sweep draws the same numbers.
+- Privacy: a strategy whose output must not reveal raw client data (as `dp-mean`) sets
+  `releases_client_statistics = False`; the server then leaves figures computed from the raw
+  replies (the example-weighted `train_loss`, `rejected_reasons`) out of metrics.jsonl.
 - Arguments: the run config's `strategy-args` table (`--set strategy-args.trim=0.1`) becomes the
   keyword arguments of `__init__`; give each a default. Validate them there with a one-line
   `ValueError` naming the argument; the run stops before it starts with that sentence.
@@ -58,6 +63,8 @@ class ScalarStrategy:
 
     name = "base"
     state_keys: tuple[str, ...] | None = None  # attributes that carry state across rounds
+    run_seed: int = 0  # the run's seed, set by `configure_strategy` before round 1
+    releases_client_statistics = True  # False: per-round figures of raw client data stay private
 
     def state_dict(self) -> dict[str, Any] | None:
         """The state a checkpoint saves (JSON values), or None: this strategy cannot say."""
@@ -79,6 +86,16 @@ class ScalarStrategy:
     def summary(self) -> dict[str, Any]:
         """Run-level figures to record (e.g. a privacy budget); empty by default."""
         return {}
+
+
+def configure_strategy(strategy: ScalarStrategy, *, clients_per_round: int, run_seed: int) -> None:
+    """What the server does before round 1 and on a resume: set the run seed, then `configure`.
+
+    The seed goes in as an attribute rather than a `configure` argument so that overrides written
+    as `configure(self, *, clients_per_round)` keep working.
+    """
+    strategy.run_seed = int(run_seed)
+    strategy.configure(clients_per_round=clients_per_round)
 
 
 def stack(replies: list[ScalarReply]) -> tuple[np.ndarray, np.ndarray]:

@@ -11,8 +11,10 @@ The sum is divided by the fixed expected cohort size (the run's `clients-per-rou
 number of valid replies, as in DP-FedAvg (McMahan et al. 2018): the reply count depends on which
 clients crashed, straggled or were rejected, so dividing by it would release a quantity the
 accounting does not cover. Rounds with fewer replies are shrunk toward zero instead.
-The noise comes from `seed` and the round so runs are reproducible; anyone who knows the seed can
-remove it, so this measures the utility cost of DP in simulation, not a deployable guarantee.
+The noise comes from the run's seed, `seed` and the round, so a rerun draws the same noise and two
+run seeds draw different noise; anyone who knows the seeds can remove it, so this measures the
+utility cost of DP in simulation, not a deployable guarantee. For the same reason the server
+leaves figures of the raw replies (train loss, rejection reasons) out of the round's metrics.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import math
 
 import numpy as np
 
+from prge.perturb import derive_seed
 from strategies.base import ScalarReply, ScalarStrategy, as_float, stack
 from strategies.clipped import clip_rows
 
@@ -32,8 +35,9 @@ class DPGaussianMean(ScalarStrategy):
         clip: the largest L2 norm one client's (K*q,) reply may have (the sensitivity), > 0.
         noise_multiplier: noise std as a multiple of clip, > 0; larger is more private.
         delta: the delta of the reported (epsilon, delta), in (0, 1).
-        seed: an integer >= 0; with the round number it fixes the noise, so a rerun draws the
-            same noise for every round, whatever rounds ran before it in the process.
+        seed: an integer >= 0 that picks another noise stream within a run: the run's seed (set
+            by the server) is always mixed in, with the round, so a rerun draws the same noise
+            for every round, whatever rounds ran before it, and two run seeds draw different noise.
         cohort: the denominator, an integer >= 1; by default the run's clients-per-round (the
             server passes it through `configure`).
 
@@ -42,6 +46,7 @@ class DPGaussianMean(ScalarStrategy):
 
     name = "dp-mean"
     state_keys = ("rounds",)
+    releases_client_statistics = False  # an un-noised mean train loss would bypass the noise
 
     def __init__(self, clip: float = 10.0, noise_multiplier: float = 1.0, delta: float = 1e-5,
                  seed: int = 0, cohort: int | None = None):
@@ -74,9 +79,9 @@ class DPGaussianMean(ScalarStrategy):
             raise ValueError(f"{len(replies)} replies for a cohort of {self.cohort}")
         grads, _ = stack(replies)
         clipped, _ = clip_rows(grads, self.clip)
-        # a generator per (seed, round), not one shared stream: a round's noise does not depend on
-        # how many rounds ran before it in this process
-        rng = np.random.default_rng([self.seed, server_round])
+        # a generator per (run seed, seed, round), not one shared stream: a round's noise does not
+        # depend on how many rounds ran before it, and the run seed makes a sweep's seeds differ
+        rng = np.random.default_rng(derive_seed(self.run_seed, self.name, self.seed, server_round))
         noise = rng.normal(0.0, self.noise_multiplier * self.clip, size=grads.shape[1])
         out = (clipped.sum(axis=0) + noise) / self.cohort
         self.rounds += 1

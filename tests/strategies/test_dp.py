@@ -4,9 +4,10 @@ import math
 import numpy as np
 import pytest
 
-from strategies.base import ScalarReply
+from prge.perturb import derive_seed
+from strategies.base import ScalarReply, ScalarStrategy, configure_strategy
 from strategies.dp import DPGaussianMean
-from strategies.loader import StrategyError, load_strategy
+from strategies.loader import BUILT_IN, StrategyError, load_strategy
 
 
 def _replies(rows, n=5):
@@ -23,8 +24,10 @@ def test_tiny_noise_leaves_the_clipped_unweighted_mean():
 
 
 def test_output_is_clipped_sum_plus_seeded_noise_over_count():
-    got = DPGaussianMean(clip=10.0, noise_multiplier=0.5, seed=7, cohort=3).aggregate(4, _replies(ROWS))
-    noise = np.random.default_rng([7, 4]).normal(0.0, 5.0, size=3)
+    s = DPGaussianMean(clip=10.0, noise_multiplier=0.5, seed=7, cohort=3)
+    s.run_seed = 9
+    got = s.aggregate(4, _replies(ROWS))
+    noise = np.random.default_rng(derive_seed(9, "dp-mean", 7, 4)).normal(0.0, 5.0, size=3)
     np.testing.assert_allclose(got, CLIPPED_MEAN + noise / 3, rtol=1e-12, atol=1e-12)
 
 
@@ -41,6 +44,50 @@ def test_different_round_or_seed_gives_different_noise():
     r1, r2 = s.aggregate(1, _replies(ROWS)), s.aggregate(2, _replies(ROWS))
     other = DPGaussianMean(seed=4, cohort=3).aggregate(1, _replies(ROWS))
     assert np.all(r1 != r2) and np.all(r1 != other)
+
+
+def _noise(run_seed, server_round, **kwargs):
+    s = DPGaussianMean(clip=10.0, noise_multiplier=1.0, cohort=3, **kwargs)
+    s.run_seed = run_seed  # what configure_strategy sets before round 1
+    return s.aggregate(server_round, _replies(ROWS)) - CLIPPED_MEAN
+
+
+def test_two_run_seeds_draw_different_noise():
+    """A `--grid seed=0,1,2` sweep must not replay one noise draw in every seed: the run seed
+    reaches the noise even when the strategy's own `seed` is left at its default."""
+    assert np.all(_noise(0, 1) != _noise(1, 1))
+    assert np.all(_noise(0, 5, seed=3) != _noise(1, 5, seed=3))
+
+
+def test_same_run_seed_and_round_give_identical_noise_whatever_ran_before():
+    a, b = load_strategy("dp-mean", cohort=3), load_strategy("dp-mean", cohort=3)
+    configure_strategy(a, clients_per_round=3, run_seed=5)
+    configure_strategy(b, clients_per_round=3, run_seed=5)
+    a.aggregate(1, _replies(ROWS))
+    a.aggregate(2, _replies(ROWS))
+    # b jumps straight to round 3, as a resumed run would
+    np.testing.assert_array_equal(a.aggregate(3, _replies(ROWS)), b.aggregate(3, _replies(ROWS)))
+    np.testing.assert_array_equal(_noise(5, 3), _noise(5, 3))
+
+
+def test_configure_strategy_sets_the_run_seed_and_keeps_old_configure_overrides_working():
+    class OldStyle(ScalarStrategy):  # written before run seeds reached strategies
+        def configure(self, *, clients_per_round):
+            self.cohort = clients_per_round
+
+    s = OldStyle()
+    assert s.run_seed == 0  # used without a server: deterministic
+    configure_strategy(s, clients_per_round=4, run_seed=2)
+    assert (s.cohort, s.run_seed) == (4, 2)
+    dp = DPGaussianMean()
+    configure_strategy(dp, clients_per_round=6, run_seed=2)
+    assert (dp.cohort, dp.run_seed) == (6, 2)
+
+
+def test_only_dp_mean_keeps_raw_client_statistics_out_of_the_metrics():
+    assert DPGaussianMean.releases_client_statistics is False
+    assert all(load_strategy(name).releases_client_statistics is True
+               for name in BUILT_IN if name != "dp-mean")
 
 
 def test_noise_std_is_multiplier_times_clip_over_count():
