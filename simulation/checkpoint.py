@@ -12,15 +12,21 @@ Only data is read back (JSON, and .npy without pickle), so a run directory from 
 be resumed without running their code. The theta file is written first under its round's name
 and the JSON, which names it, replaces the old one atomically: a kill leaves the old checkpoint or
 the new one, whole.
+
+What is read back is checked against the schema below before the server uses any of it: a
+value of the wrong type or range would otherwise surface rounds later as a traceback (or a
+silently wrong run), so it is a CheckpointError of one sentence naming the file and the field.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -44,6 +50,11 @@ class Checkpoint:
     zero_eval: dict
     last_eval: dict
     elapsed_s: float
+    # added later: a checkpoint without them gets these defaults
+    deadline_slowest_s: float = 0.0  # the slowest complete round so far (simulation/deadline.py)
+    log_hash: str | None = None  # head of the hash chain over update_log.jsonl's rows
+    unsure: list[int] = field(default_factory=list)  # devices whose log cursor must be asked
+    consecutive_failed: int = 0  # rounds in a row without a valid reply (simulation/failures.py)
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -63,7 +74,9 @@ def save_checkpoint(run_dir: Path, ckpt: Checkpoint) -> None:
               "held": {str(p): n for p, n in sorted(ckpt.held.items())},
               "totals": dict(ckpt.totals), "strategy_state": ckpt.strategy_state,
               "zero_eval": ckpt.zero_eval, "last_eval": ckpt.last_eval,
-              "elapsed_s": ckpt.elapsed_s}
+              "elapsed_s": ckpt.elapsed_s, "deadline_slowest_s": ckpt.deadline_slowest_s,
+              "log_hash": ckpt.log_hash, "unsure": list(ckpt.unsure),
+              "consecutive_failed": ckpt.consecutive_failed}
     text = json.dumps(record).encode()
     _write_atomic(run_dir / CHECKPOINT, lambda f: f.write(text))
     for old in run_dir.glob("checkpoint-*.npy"):  # earlier rounds' theta files
@@ -72,23 +85,162 @@ def save_checkpoint(run_dir: Path, ckpt: Checkpoint) -> None:
 
 
 def load_checkpoint(run_dir: Path) -> Checkpoint | None:
+    """The run's last checkpoint, None if it has none; a CheckpointError (one sentence naming the
+    file and the field) if any field does not fit its schema."""
     path = run_dir / CHECKPOINT
     if not path.is_file():
         if (run_dir / LEGACY).is_file():
             raise CheckpointError(f"{run_dir} holds a pickled checkpoint from an older version; "
                                   "it is not loaded (unpickling can run code): start the run again")
         return None
+    rec = _Record(path, _read_json(path))
+    return Checkpoint(
+        round=rec.count("round"), theta=rec.theta(), log_len=rec.count("log_len"),
+        metrics_lines=rec.count("metrics_lines"), held=rec.held(), totals=rec.numbers("totals"),
+        strategy_state=rec.strategy_state(), zero_eval=rec.numbers("zero_eval"),
+        last_eval=rec.numbers("last_eval"), elapsed_s=rec.seconds("elapsed_s"),
+        deadline_slowest_s=rec.seconds("deadline_slowest_s", 0.0), log_hash=rec.log_hash(),
+        unsure=rec.unsure(), consecutive_failed=rec.count("consecutive_failed", 0))
+
+
+def _read_json(path: Path) -> Any:
     try:
-        rec = json.loads(path.read_text())
-        theta = np.load(run_dir / Path(rec["theta"]).name, allow_pickle=False)
-        return Checkpoint(
-            round=int(rec["round"]), theta=theta, log_len=int(rec["log_len"]),
-            metrics_lines=int(rec["metrics_lines"]),
-            held={int(p): int(n) for p, n in rec["held"].items()}, totals=dict(rec["totals"]),
-            strategy_state=rec["strategy_state"], zero_eval=rec["zero_eval"],
-            last_eval=rec["last_eval"], elapsed_s=float(rec["elapsed_s"]))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise CheckpointError(f"{path} cannot be read: {err}") from None
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: not UTF-8, not JSON
+        raise CheckpointError(f"{path} cannot be read: {_one_line(err)}") from None
+
+
+REQUIRED = object()  # `default` of a field that every checkpoint has
+PARTITION_ID = re.compile(r"0|[1-9][0-9]*")  # as str(int) writes it, so ids round-trip
+HEX = re.compile(r"[0-9a-f]+")
+
+
+class _Record:
+    """checkpoint.json's fields, each checked against its schema as it is read."""
+
+    def __init__(self, path: Path, record: Any):
+        if not isinstance(record, dict):
+            raise CheckpointError(f"{path} is not a JSON object")
+        self.path, self.record = path, record
+
+    def get(self, key: str, default: Any = REQUIRED) -> Any:
+        if key in self.record:
+            return self.record[key]
+        if default is REQUIRED:
+            raise CheckpointError(f"{self.path} has no {key!r} field")
+        return default
+
+    def fail(self, key: str, what: str, value: Any) -> NoReturn:
+        raise CheckpointError(f"{self.path}: {key!r} must be {what}, got {_short(value)}")
+
+    def count(self, key: str, default: Any = REQUIRED) -> int:
+        value = self.get(key, default)
+        if not _is_count(value):
+            self.fail(key, "an integer >= 0", value)
+        return value
+
+    def seconds(self, key: str, default: Any = REQUIRED) -> float:
+        value = self.get(key, default)
+        if not (_is_finite(value) and value >= 0):
+            self.fail(key, "a finite number >= 0", value)
+        return float(value)
+
+    def numbers(self, key: str) -> dict[str, int | float]:
+        value = self.get(key)
+        if not (isinstance(value, dict) and all(map(_is_finite, value.values()))):
+            self.fail(key, "an object of finite numbers", value)
+        return value
+
+    def held(self) -> dict[int, int]:
+        value = self.get("held")
+        if not (isinstance(value, dict) and all(PARTITION_ID.fullmatch(p) and _is_count(n)
+                                                for p, n in value.items())):
+            self.fail("held", "an object from partition ids to integers >= 0", value)
+        return {int(p): n for p, n in value.items()}
+
+    def strategy_state(self) -> dict[str, Any] | None:
+        value = self.get("strategy_state")
+        if value is not None and not isinstance(value, dict):
+            self.fail("strategy_state", "null or an object", value)
+        return value
+
+    def log_hash(self) -> str | None:
+        value = self.get("log_hash", None)
+        if value is not None and not (isinstance(value, str) and HEX.fullmatch(value)):
+            self.fail("log_hash", "null or a lowercase hex string", value)
+        return value
+
+    def unsure(self) -> list[int]:
+        value = self.get("unsure", [])
+        if not (isinstance(value, list) and all(map(_is_count, value))):
+            self.fail("unsure", "a list of partition ids", value)
+        return value
+
+    def theta(self) -> np.ndarray:
+        name = self.get("theta")
+        # a plain name: the file must be the run directory's own, not one a path points to
+        if not (isinstance(name, str) and name not in ("", ".", "..") and "\0" not in name
+                and Path(name).name == name and "\\" not in name):
+            self.fail("theta", "the name of a file in the run directory", name)
+        try:
+            theta = _read_theta(self.path.parent / name)
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{self.path}: 'theta' file {name} cannot be read: "
+                                  f"{_one_line(err)}") from None
+        if not np.isfinite(theta).all():
+            raise CheckpointError(f"{self.path}: 'theta' file {name} holds non-finite values")
+        return theta
+
+
+# what np.save writes for a 1-D float32 array, its header padded with spaces and a newline
+NPY_MAGIC = {b"\x93NUMPY\x01\x00": 2, b"\x93NUMPY\x02\x00": 4}  # -> bytes of the header length
+NPY_HEADER = re.compile(r"\{'descr': '([<>]f4)', 'fortran_order': (?:False|True), "
+                        r"'shape': \(([0-9]{1,12}),\), \} *\n")
+
+
+def _read_theta(path: Path) -> np.ndarray:
+    """A 1-D float32 .npy file. The header is matched against the one np.save writes, not
+    evaluated (numpy's reader runs a Python literal parser over it, which fails in many ways on
+    arbitrary bytes), and the data must be exactly as long as the shape says: a few bytes must
+    not make the server allocate terabytes."""
+    if path.is_symlink() or not path.is_file():
+        raise ValueError("it is not a plain file")
+    data = path.read_bytes()
+    width = NPY_MAGIC.get(data[:8])
+    if width is None:
+        raise ValueError("it is not a .npy file")
+    end = 8 + width + int.from_bytes(data[8:8 + width], "little")
+    header = NPY_HEADER.fullmatch(data[8 + width:end].decode("latin-1"))
+    if header is None:
+        raise ValueError("its header does not describe a 1-D float32 array")
+    descr, n = header.group(1), int(header.group(2))
+    if len(data) - end != 4 * n:
+        raise ValueError(f"it holds {len(data) - end} bytes of data, not the {4 * n} of its shape")
+    return np.frombuffer(data, dtype=descr, offset=end).astype(np.float32)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_finite(value: Any) -> bool:
+    """A finite JSON number; a bool is not a number here."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float's range
+        return False
+
+
+def _short(value: Any) -> str:
+    """repr(value), cut so that an error stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
 
 
 def keep_lines(path: Path, n: int) -> None:

@@ -73,8 +73,38 @@ class ScalarStrategy:
         return {key: getattr(self, key) for key in self.state_keys}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` returned, on a resumed run."""
+        """Restore what `state_dict` returned, on a resumed run.
+
+        `state` is read from a checkpoint on disk, so it is checked whole before any attribute is
+        set: each key must be in `state_keys`, and each value of the JSON type of the attribute's
+        value now, as `__init__` left it (a value of another type would break every later
+        `aggregate`). A float attribute also takes an int, as a float; one that is None now takes
+        any JSON value. So give each state attribute its type in `__init__` (`0.0` for a float).
+        Anything else is a one-sentence ValueError and leaves the strategy as it was.
+        """
+        def kind(value: Any) -> str | None:  # its JSON type; None: not a JSON value
+            for name, types in (("a boolean", bool | np.bool_), ("an integer", int | np.integer),
+                                ("a number", float | np.floating), ("a string", str),
+                                ("a list", list | tuple), ("an object", dict)):
+                if isinstance(value, types):  # bool before int: a bool is not a count
+                    return name
+            return "null" if value is None else None
+
+        if not isinstance(state, dict):
+            raise ValueError(f"strategy state must be a JSON object, got {type(state).__name__}")
+        checked = {}
         for key, value in state.items():
+            if key not in (self.state_keys or ()) or not hasattr(self, key):
+                raise ValueError(f"{key!r} is not part of the state of strategy {self.name!r}")
+            now, given = kind(getattr(self, key)), kind(value)
+            if now == "a number" and given == "an integer" and abs(value) < 2**1023:
+                value = float(value)  # the bound: beyond it float() overflows
+            elif given is None or now not in ("null", given):
+                expected = now or f"like its {type(getattr(self, key)).__name__}"
+                raise ValueError(f"strategy state {key!r} must be {expected}, "
+                                 f"got {repr(value)[:40]}")
+            checked[key] = value
+        for key, value in checked.items():
             setattr(self, key, value)
 
     def aggregate(self, server_round: int, replies: list[ScalarReply]) -> np.ndarray:
