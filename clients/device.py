@@ -50,8 +50,18 @@ class DeviceStore:
             raise ProtocolError(f"device state {self.path.name} holds {len(data)} bytes, expected "
                                 f"{HEADER + 4 * self.dim} (another adapter?)")
         cursor = int(np.frombuffer(data[:HEADER], dtype="<i8")[0])
+        if cursor < 0:
+            raise ProtocolError(f"device state {self.path.name} holds a negative log position")
         theta = torch.from_numpy(np.frombuffer(data[HEADER:], dtype="<f4").astype(np.float32))
         return cursor, theta
+
+    def cursor(self) -> int:
+        """The log position the device holds, as it would tell the server: 0 when it holds
+        nothing usable (no state yet, or a damaged file: then it needs the whole log)."""
+        try:
+            return self.load()[0]
+        except (OSError, ProtocolError):
+            return 0
 
     def store(self, cursor: int, theta: torch.Tensor) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,11 +76,12 @@ class DeviceStore:
             theta = decode_tensor(update.snapshot, self.dim)
             self.store(update.start, theta)
             return Caught(theta.clone(), 0)
-        cursor, theta = self.load()
         if update.start == 0:
-            # the server sends the whole log when it doubts what a device holds (after a
-            # rejected reply): start over from theta_0 rather than trust the stored state
+            # the whole log: start over from theta_0 without reading the stored state, which
+            # may be what is damaged (a full resend must always repair a device)
             cursor, theta = 0, torch.zeros(self.dim)
+        else:
+            cursor, theta = self.load()
         end = update.start + len(update.tail)
         if update.start > cursor:  # the server thinks we hold entries we never stored
             raise ProtocolError(f"log tail starts at {update.start} but this client holds "

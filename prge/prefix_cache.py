@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 import time
+import zipfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,6 +33,10 @@ from prge.tasks import Batch
 
 class CacheBudgetError(ValueError):
     """The cache cannot hold even the batch at hand within its budget."""
+
+
+class PrefixStoreError(ValueError):
+    """A device's stored prefix file cannot be used: it must be computed and written again."""
 
 
 @dataclass
@@ -53,6 +59,54 @@ def _row_key(ids: torch.Tensor, last: int) -> bytes:
     return ids[: last + 1].to(torch.int32).numpy().tobytes()
 
 
+TOKEN_BYTES = 4  # a key holds its example's token ids as int32
+
+
+# What reading a damaged or foreign file raises: numpy's .npy reader, zipfile (which says
+# NotImplementedError or RuntimeError for damaged flags and methods) and zlib; a damaged array
+# header may also claim a size that cannot be allocated.
+_READ_ERRORS = (OSError, EOFError, ValueError, RuntimeError, MemoryError, zipfile.BadZipFile,
+                zlib.error)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the .npz at `path`, read in full now (so that damage shows here)."""
+    try:
+        stored = np.load(path, allow_pickle=False)
+        if isinstance(stored, np.lib.npyio.NpzFile):  # a bare .npy loads as one array instead
+            with stored:
+                return {name: stored[name] for name in stored.files}
+    except _READ_ERRORS as err:
+        raise PrefixStoreError(f"prefix store {path.name} cannot be read "
+                               f"({type(err).__name__}: {err})") from err
+    raise PrefixStoreError(f"prefix store {path.name} is not an .npz archive")
+
+
+def _checked_key(path: Path, name: str) -> bytes:
+    """The entry's key from its name, which `save` writes as the hex of int32 token ids."""
+    try:
+        key = bytes.fromhex(name)
+    except ValueError:
+        key = None
+    if not key or key.hex() != name or len(key) % TOKEN_BYTES:
+        raise PrefixStoreError(f"prefix store {path.name} has an entry named {name[:40]!r}, "
+                               f"not the hex of int32 token ids")
+    return key
+
+
+def _checked_row(path: Path, name: str, array: np.ndarray, dtype: np.dtype,
+                 hidden: int) -> torch.Tensor:
+    """The entry as a row: (tokens of its key, hidden) in the dtype the prefix computes."""
+    want = (len(name) // (2 * TOKEN_BYTES), hidden)
+    if not isinstance(array, np.ndarray):  # a member that is not .npy reads as raw bytes
+        raise PrefixStoreError(f"prefix store {path.name} holds a {type(array).__name__} "
+                               f"entry, not an array")
+    if array.dtype != dtype or array.shape != want:
+        raise PrefixStoreError(f"prefix store {path.name} holds a {array.dtype} array of shape "
+                               f"{array.shape} where a {dtype} one of shape {want} belongs")
+    return torch.from_numpy(array)
+
+
 class PrefixCache:
     """Per-example prefix hidden states within a byte budget; least recently used go first.
 
@@ -68,6 +122,7 @@ class PrefixCache:
         self.pad_id = pad_id
         self.stats = CacheStats()
         self._rows: OrderedDict[bytes, torch.Tensor] = OrderedDict()  # key -> (tokens, hidden)
+        self._spec: tuple[np.dtype, int] | None = None  # dtype, hidden size of computed rows
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -84,6 +139,7 @@ class PrefixCache:
         with torch.inference_mode():
             h = self.compute(ids)  # (M, T, hidden)
         self.stats.compute_s += time.perf_counter() - t0
+        self._learn_spec(h)
         for n, (key, s) in enumerate(zip(missing, seqs, strict=True)):
             row = h[n, : len(s)].clone()  # only real positions; a fresh tensor, not a view
             self._rows[key] = row
@@ -144,18 +200,36 @@ class PrefixCache:
         os.replace(tmp, path)
 
     def load(self, path: Path) -> int:
-        """Add the entries stored at `path`; returns how many (no prefix is computed)."""
-        with np.load(path, allow_pickle=False) as stored:
-            for name in stored.files:
-                key = bytes.fromhex(name)
-                if key not in self._rows:
-                    row = torch.from_numpy(stored[name])
-                    self._rows[key] = row
-                    self.stats.bytes += row.numel() * row.element_size()
-                    self.stats.loaded += 1
-            n = len(stored.files)
+        """Add the entries stored at `path`; returns how many (no prefix is computed). A file
+        that is not exactly what `save` writes for this cache raises PrefixStoreError and adds
+        nothing: the file is written in one piece, so one bad entry means that it is damaged
+        or comes from another model, and none of its entries can be trusted."""
+        arrays = _read_npz(path)
+        dtype, hidden = self._row_spec()
+        rows = {_checked_key(path, name): _checked_row(path, name, array, dtype, hidden)
+                for name, array in arrays.items()}
+        for key, row in rows.items():
+            if key not in self._rows:
+                self._rows[key] = row
+                self.stats.bytes += row.numel() * row.element_size()
+                self.stats.loaded += 1
         self._evict(keep=set())
-        return n
+        return len(rows)
+
+    def _row_spec(self) -> tuple[np.dtype, int]:
+        """The numpy dtype and hidden size of the rows `compute` produces: those of a row it
+        computed, else of one token's prefix computed to find out (a stored file must not be
+        trusted to say them)."""
+        if self._spec is None:
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                h = self.compute(torch.full((1, 1), self.pad_id, dtype=torch.long))
+            self.stats.compute_s += time.perf_counter() - t0
+            self._learn_spec(h)
+        return self._spec
+
+    def _learn_spec(self, h: torch.Tensor) -> None:
+        self._spec = (torch.empty(0, dtype=h.dtype).numpy().dtype, int(h.shape[-1]))
 
     def warm(self, batches: Iterable[Batch]) -> None:
         """Compute the prefixes of every row of these batches now (up front, not lazily)."""
@@ -172,8 +246,11 @@ def warm_examples(engine, encoder, examples, batch_size: int = 32,
         return 0.0
     t0 = time.perf_counter()
     if store is not None and store.is_file():
-        engine.cache.load(store)
-        return time.perf_counter() - t0
+        try:
+            engine.cache.load(store)
+            return time.perf_counter() - t0
+        except PrefixStoreError:
+            pass  # a damaged or foreign file: computed below and written over, atomically
     ordered = sorted(examples, key=lambda ex: len(ex.text))
     batches = [encoder.encode(ordered[i:i + batch_size]) for i in range(0, len(ordered), batch_size)]
     engine.cache.warm(batches)

@@ -1,3 +1,6 @@
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -101,3 +104,74 @@ def test_a_device_store_is_written_once_and_read_back_without_computing(tiny, en
     batch, thetas = encoder.encode(examples), random_thetas(scorer.dim, copies=2)
     assert torch.equal(other.label_logits(batch, thetas), first.label_logits(batch, thetas))
     assert other.cache.stats.misses == 0
+
+
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as stored:
+        return {name: stored[name] for name in stored.files}
+
+
+def _rewrite(change):
+    """A damage that rewrites the stored arrays: change(name, array) -> {name: array}."""
+    def damage(path: Path) -> None:
+        arrays = {}
+        for name, array in _arrays(path).items():
+            arrays.update(change(name, array))
+        np.savez(path, **arrays)
+    return damage
+
+
+def _unknown_zip_method(path: Path) -> None:
+    """The first entry's compression method, in the zip's central directory, set to one that
+    zipfile does not know (it raises NotImplementedError then)."""
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"PK\x01\x02") + 10
+    raw[at:at + 2] = (99).to_bytes(2, "little")
+    path.write_bytes(bytes(raw))
+
+
+def _one_entry_renamed(path: Path) -> None:
+    arrays = _arrays(path)
+    first = next(iter(arrays))
+    arrays["not-hex"] = arrays.pop(first)
+    np.savez(path, **arrays)
+
+
+DAMAGES = {
+    "garbage bytes": lambda path: path.write_bytes(b"\x00not an npz file" * 7),
+    "truncated zip": lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),
+    "an unknown zip method": _unknown_zip_method,
+    "a bare .npy": lambda path: np.save(open(path, "wb"), np.zeros((3, 4))),  # noqa: SIM115
+    "float32 rows": _rewrite(lambda name, a: {name: a.astype(np.float32)}),
+    "int64 rows": _rewrite(lambda name, a: {name: a.astype(np.int64)}),
+    "flattened rows": _rewrite(lambda name, a: {name: a.reshape(-1)}),
+    "wrong hidden size": _rewrite(lambda name, a: {name: a[:, :-1]}),
+    "a row missing a token": _rewrite(lambda name, a: {name: a[:-1]}),
+    "a key of odd length": _rewrite(lambda name, a: {name[:-2]: a}),
+    "one bad key name": _one_entry_renamed,
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES.values(), ids=DAMAGES.keys())
+def test_a_damaged_device_store_is_recomputed_and_rewritten(tiny, encoder, tmp_path, damage):
+    """A stored prefix file was trusted as it was: a damaged one made every visit of the device
+    fail (or train on rows of another dtype or shape). Now nothing of it is used: the prefixes
+    are computed afresh, equal to a fresh computation's, and the file is written again."""
+    from prge.prefix_cache import warm_examples
+
+    scorer = make_scorer(tiny, encoder, layers="last-1")
+    examples, store = _examples(), tmp_path / "3.prefix.npz"
+    fresh = with_prefix_cache(EagerEngine(scorer), budget_bytes=2**30)
+    warm_examples(fresh, encoder, examples, batch_size=3, store=store)
+    damage(store)
+
+    device = with_prefix_cache(EagerEngine(scorer), budget_bytes=2**30)
+    warm_examples(device, encoder, examples, batch_size=3, store=store)
+    assert device.cache.stats.loaded == 0 and device.cache.stats.misses == len(examples)
+    batch, thetas = encoder.encode(examples), random_thetas(scorer.dim, copies=2)
+    assert torch.equal(device.cache.hidden(batch), fresh.cache.hidden(batch))
+    assert torch.equal(device.label_logits(batch, thetas), fresh.label_logits(batch, thetas))
+
+    later = with_prefix_cache(EagerEngine(scorer), budget_bytes=2**30)  # the file was rewritten
+    warm_examples(later, encoder, examples, store=store)
+    assert later.cache.stats.loaded == len(examples) and later.cache.stats.misses == 0
