@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_args(run)
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue a stopped run from its last checkpoint, with its own config")
+    run.add_argument("--trust-strategy", metavar="MODULE:CLASS",
+                     help="with --resume: load this plug-in strategy, which the run's config "
+                          "names (resuming never imports code a run directory names otherwise)")
     _add_analysis_parsers(sub)
     return parser
 
@@ -112,8 +115,12 @@ def _run(args: argparse.Namespace) -> int:
         if args.config or args.overrides or args.out:
             raise ConfigError("--resume continues a run with its own config: drop --config, "
                               "--set and --out")
-        run_federated(resume_config(args.resume), progress=not args.quiet, resume=args.resume)
+        cfg = resume_config(args.resume, trust_strategy=args.trust_strategy)
+        run_federated(cfg, progress=not args.quiet, resume=args.resume)
         return 0
+    if args.trust_strategy:
+        raise ConfigError("--trust-strategy goes with --resume (a new run loads the strategy "
+                          "its own config names)")
     cfg = load_config(args.config, args.overrides)
     run_federated(cfg, out=args.out, progress=not args.quiet)
     return 0
