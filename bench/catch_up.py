@@ -55,7 +55,7 @@ def device_work(server: FederatedServer, record: dict) -> tuple[int, float]:
     """(entries replayed, seconds) for a device at the client's position to take `record`."""
     with tempfile.TemporaryDirectory() as tmp:
         device = DeviceStore(Path(tmp) / "0.theta", server.setup.scorer.dim)
-        device.store(server.held[0], torch.zeros(device.dim))  # its theta: values do not matter
+        device.store(server.cursors.start(0), torch.zeros(device.dim))  # its theta: values do not matter
         t0 = time.perf_counter()
         caught = device.catch_up(decode_log(record, server.wire))
         return caught.replayed, time.perf_counter() - t0
@@ -80,7 +80,7 @@ def main() -> None:
         print(f"{'rounds away':>11} {'mode':>8} {'bytes down':>12} {'entries':>9} "
               f"{'randn(D) draws':>14} {'device s':>9}")
         for r in away:
-            server.held = {0: len(server.log) - r * block}
+            server.cursors.held = {0: len(server.log) - r * block}
             for mode in MODES:
                 server.cfg.catch_up = mode
                 record, entries = server.catch_up(0)

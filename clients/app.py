@@ -8,7 +8,9 @@ After personalization, Flower's Context also holds its personal log.
 
 from __future__ import annotations
 
+import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
@@ -27,6 +29,7 @@ from clients.protocol import (
     decode_train_ins,
     encode_dense_res,
     encode_train_res,
+    with_cursor,
 )
 from clients.runconfig import Config, config_from_flower
 from clients.worker import worker_for
@@ -54,24 +57,50 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
         run_dir = config_from_flower(dict(context.run_config)).run_dir
         return run_dir / "devices" if run_dir is not None else None
 
+    def storage(context: Context) -> Path:
+        """Where this run's devices keep their state and their busy markers, on both launch
+        paths (so that a hung client can be stopped either way)."""
+        return devices(context) or default_device_dir(context.run_id)
+
     def device(context: Context, dim: int) -> DeviceStore:
-        where = devices(context) or default_device_dir(context.run_id)
-        return DeviceStore(where / f"{int(context.node_config['partition-id'])}.theta", dim)
+        return DeviceStore(storage(context) / f"{int(context.node_config['partition-id'])}.theta",
+                           dim)
+
+    def cursor(context: Context) -> int | None:
+        """The log position this device's storage holds (0 when it holds nothing usable), or
+        None when it cannot be told (the dense baselines keep no log; the model failed to load)."""
+        try:
+            c = run_cfg(context)
+            if c.method != "prge":
+                return None
+            return device(context, worker_for(c).setup.scorer.dim).cursor()
+        except Exception:  # noqa: BLE001 - reporting must not raise over the error it reports
+            return None
+
+    def failed(msg: Message, context: Context, err: Exception) -> Message:
+        """Any failure becomes an error reply that names it in one line (the server keeps the
+        first of each kind per round) and says what the device holds now."""
+        text = str(err) if isinstance(err, SimulatedCrash) else f"{type(err).__name__}: {err}"
+        if not isinstance(err, SimulatedCrash):  # a bug or a broken device: keep the traceback
+            traceback.print_exc(file=sys.stderr)
+        return Message(error=Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                                   reason=with_cursor(text, cursor(context))), reply_to=msg)
 
     def prefix_store(context: Context) -> Path | None:
         """Where the device keeps its examples' frozen-prefix hidden states (see worker.data)."""
-        where = devices(context)
-        if where is None:
-            return None
-        return where / f"{int(context.node_config['partition-id'])}.prefix.npz"
+        return storage(context) / f"{int(context.node_config['partition-id'])}.prefix.npz"
 
     def run_cfg(context: Context) -> Config:
         return cfg or config_from_flower(dict(context.run_config)).cfg
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
-        node = ConfigRecord({"partition-id": int(context.node_config["partition-id"])})
-        return Message(RecordDict({"node": node}), reply_to=msg)
+        """Which partition this node simulates; when asked, what its device holds."""
+        fields = {"partition-id": int(context.node_config["partition-id"])}
+        if "ask" in msg.content and msg.content["ask"].get("cursor"):
+            held = cursor(context)
+            fields["cursor"] = -1 if held is None else held
+        return Message(RecordDict({"node": ConfigRecord(fields)}), reply_to=msg)
 
     def train_dense(msg: Message, c: Config, context: Context) -> Message:
         ins = msg.content["ins"]
@@ -99,20 +128,22 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        c = run_cfg(context)
         try:
-            with busy(devices(context), int(context.node_config["partition-id"])):
+            with busy(storage(context), int(context.node_config["partition-id"])):
+                c = run_cfg(context)
                 if c.method != "prge":
                     return train_dense(msg, c, context)
                 return train_prge(msg, c, context)
-        except SimulatedCrash as crash:  # an expected fault: an error reply, no traceback logged
-            return Message(error=Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
-                                       reason=str(crash)), reply_to=msg)
+        except Exception as err:  # noqa: BLE001 - every failure is answered, none kills the node
+            return failed(msg, context, err)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        with busy(devices(context), int(context.node_config["partition-id"])):
-            return personalize(msg, context)
+        try:
+            with busy(storage(context), int(context.node_config["partition-id"])):
+                return personalize(msg, context)
+        except Exception as err:  # noqa: BLE001
+            return failed(msg, context, err)
 
     def personalize(msg: Message, context: Context) -> Message:
         c = run_cfg(context)

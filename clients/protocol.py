@@ -44,6 +44,7 @@ accuracies. q is part of the run config; every entry's update divides by it.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -250,6 +251,28 @@ def decode_train_res(rec, size: int, bits: int) -> TrainRes:
     grads = decode_scalars(rec["grads"], bits, size)
     return TrainRes(rec["server-round"], grads.tolist(), rec["num-examples"],
                     float(rec["train-loss"]), rec["theta-hash"])
+# -- what a device holds -------------------------------------------------------------------------
+# A device that fails while it handles a message answers with an error whose reason ends with the
+# log position it holds now (its cursor): the server then knows exactly where its next tail starts,
+# however far the message got before the failure. A "query" message asking `cursor` gets the same
+# number as a reply field (`cursor`; -1 when the device cannot say).
+
+_CURSOR_NOTE = re.compile(r" \[device holds (\d+) log entries\]$")
+
+
+def with_cursor(reason: str, cursor: int | None) -> str:
+    """An error reason that tells the server what the device holds (None: it cannot say)."""
+    return reason if cursor is None else f"{reason} [device holds {int(cursor)} log entries]"
+
+
+def split_cursor(reason: str) -> tuple[str, int | None]:
+    """(the reason without the note, the cursor it reports or None)."""
+    m = _CURSOR_NOTE.search(reason)
+    if m is None:
+        return reason, None
+    return reason[:m.start()], int(m.group(1))
+
+
 # -- dense baselines (method = fo | zo-dense): the adapter itself crosses the wire ----------------
 # Server -> client "train": server-round, lr, eps, theta (bytes: float32 B's, D x 4 bytes).
 # Client -> server "res": server-round, delta (bytes: float32, theta_local - theta), num-examples,

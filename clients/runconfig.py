@@ -103,6 +103,13 @@ class Config:
     # the server waits at most this long for a round's replies: seconds, auto (from the work of
     # the rounds so far, simulation/deadline.py) or 0 (no limit: one hung client stalls the run)
     round_deadline_s: float | str = "auto"
+    # auto: this many times the slowest complete round, at least -min-s; -first-s before any
+    round_deadline_factor: float = 10.0
+    round_deadline_min_s: float = 60.0
+    round_deadline_first_s: float = 900.0
+    # stop the run (resumable, exit 1) after this many rounds in a row that reached clients and
+    # got no valid reply (0: never; raise it for studies of very high fault rates)
+    max_failed_rounds: int = 5
     byzantine_fraction: float = 0.0  # clients that corrupt what they send (a fixed set)
     byzantine_attack: str = "scale"  # scale | sign-flip | random
     byzantine_scale: float = 100.0
@@ -160,6 +167,10 @@ class Config:
             ("round-deadline-s", self.round_deadline_s == "auto" or (
                 isinstance(self.round_deadline_s, float) and self.round_deadline_s >= 0),
              "must be auto or a number of seconds >= 0"),
+            ("round-deadline-factor", self.round_deadline_factor > 0, "must be > 0"),
+            ("round-deadline-min-s", self.round_deadline_min_s >= 0, "must be >= 0"),
+            ("round-deadline-first-s", self.round_deadline_first_s > 0, "must be > 0"),
+            ("max-failed-rounds", self.max_failed_rounds >= 0, "must be >= 0"),
             ("byzantine-fraction", 0 <= self.byzantine_fraction < 1, "must be in [0, 1)"),
             ("byzantine-attack", self.byzantine_attack in ATTACKS,
              f"must be one of {', '.join(ATTACKS)}"),

@@ -31,15 +31,27 @@ def _records(metrics: Path) -> list[dict]:
     return out
 
 
+def progress_fields(last: dict | None, up: int, down: int,
+                    errors: dict[str, str] | None) -> dict[str, str]:
+    """The progress line's figures: the last evaluation, bytes so far, and the latest round's
+    first error (a run whose clients fail says why on the terminal, not only in metrics.jsonl)."""
+    post = {}
+    if last:
+        post = {"acc": f"{last['test_acc']:.3f}", "cal": f"{last['test_acc_cal']:.3f}"}
+    post.update(up=f"{up:,}B", down=f"{down:,}B")
+    if errors:
+        kind = sorted(errors)[0]
+        post["error"] = f"{kind}: {errors[kind]}"[:120]
+    return post
+
+
 def _show(bar: tqdm, records: list[dict]) -> None:
     rounds = [r for r in records if r.get("round", 0) >= 1]
     bar.n = len(rounds)
     evaluated = [r for r in records if "test_acc" in r]
-    post = {}
-    if evaluated:
-        post = {"acc": f"{evaluated[-1]['test_acc']:.3f}", "cal": f"{evaluated[-1]['test_acc_cal']:.3f}"}
-    post["up"] = f"{sum(r['bytes_up'] for r in rounds):,}B"
-    post["down"] = f"{sum(r['bytes_down'] for r in rounds):,}B"
+    post = progress_fields(evaluated[-1] if evaluated else None,
+                           sum(r["bytes_up"] for r in rounds), sum(r["bytes_down"] for r in rounds),
+                           rounds[-1].get("errors") if rounds else None)
     bar.set_postfix(post, refresh=False)
     bar.refresh()
 

@@ -44,11 +44,14 @@ def _totals(run: Run) -> dict[str, Any]:
     evals = run.evals()
     last = evals[-1] if evals else {}
     up = sum(m.get("bytes_up", 0) for m in rounds)
-    per_round = run.config.get("clients-per-round")
+    # a valid reply's bytes per valid reply, as summary.json counts it (metrics from before
+    # bytes_up_valid was recorded: every reply's bytes per valid reply)
+    valid_up = sum(m.get("bytes_up_valid", m.get("bytes_up", 0)) for m in rounds)
+    replies = sum(m.get("replies", 0) for m in rounds)
     return {"final_acc": last.get("test_acc"), "final_acc_cal": last.get("test_acc_cal"),
             "client_personal_acc": None, "bytes_up": up,
             "bytes_down": sum(m.get("bytes_down", 0) for m in rounds),
-            "bytes_up_per_client_round": up / (len(rounds) * per_round) if rounds and per_round else None,
+            "bytes_up_per_client_round": valid_up / replies if replies else None,
             "wall_s": run.metrics[-1].get("elapsed_s") if run.metrics else None}
 
 

@@ -20,6 +20,7 @@ import psutil
 from clients.runconfig import Config, ConfigError
 from simulation.checkpoint import CheckpointError, load_checkpoint
 from simulation.environment import record_environment
+from simulation.failures import STOPPED
 from simulation.flower_runtime import (
     RuntimeStartError,
     kill_all,
@@ -62,11 +63,25 @@ def federation_config(cfg: Config) -> dict[str, object]:
     return fed
 
 
-def resume_config(run_dir: str | Path) -> Config:
-    """The config of a stopped run, to continue it in its own directory."""
+def resume_config(run_dir: str | Path, trust_strategy: str | None = None) -> Config:
+    """The config of a stopped run, to continue it in its own directory.
+
+    A run directory may come from someone else: only data is read from it, and a plug-in
+    strategy it names (`module:Class`) is refused unless the user names the same one on the
+    command line (`trust_strategy`), since loading it imports and runs that module's code."""
     from clients.runconfig import config_from_mapping
 
     run_dir = Path(run_dir)
+    _check_resumable(run_dir)
+    cfg = config_from_mapping(json.loads((run_dir / "config.json").read_text()))
+    _check_strategy_trusted(run_dir, cfg.strategy, trust_strategy)
+    return cfg
+
+
+def _check_resumable(run_dir: Path) -> None:
+    """A run directory with a config, not finished, with a readable checkpoint (or none yet);
+    else one line. Checked before and again under the directory's lock: a run may finish
+    between the two."""
     if not (run_dir / "config.json").is_file():
         raise ConfigError(f"{str(run_dir)!r} is not a run directory (no config.json)")
     if (run_dir / "summary.json").is_file():
@@ -75,7 +90,20 @@ def resume_config(run_dir: str | Path) -> Config:
         load_checkpoint(run_dir)  # readable, or one line now rather than a traceback from Ray
     except CheckpointError as err:
         raise ConfigError(str(err)) from None
-    return config_from_mapping(json.loads((run_dir / "config.json").read_text()))
+
+
+def _check_strategy_trusted(run_dir: Path, strategy: str, trusted: str | None) -> None:
+    from strategies.loader import is_plugin
+
+    if not is_plugin(strategy):  # imports nothing: a built-in, or a name the loader refuses
+        if trusted:
+            raise ConfigError(f"run {str(run_dir)!r} uses the strategy {strategy!r}, which is "
+                              "not a plug-in: drop --trust-strategy")
+        return
+    if trusted != strategy:
+        raise ConfigError(f"run {str(run_dir)!r} uses the plug-in strategy {strategy!r}; "
+                          "resuming would import and run its code: pass --trust-strategy "
+                          f"{strategy} if you trust it")
 
 
 def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = True,
@@ -93,6 +121,11 @@ def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = T
     # interleave its metrics and checkpoints with this one's
     if resume:
         run_dir, lock = Path(resume), hold_run_dir(Path(resume))
+        try:
+            _check_resumable(run_dir)  # again, under the lock
+        except ConfigError:
+            os.close(lock)
+            raise
     else:
         run_dir, lock = claim_run_dir(cfg.out, "run", out)
     try:
@@ -201,7 +234,8 @@ def _last_error(log: Path, start: int) -> str:
     with log.open("rb") as f:
         f.seek(start)
         lines = f.read().decode(errors="replace").splitlines()
-    errors = [ln.strip() for ln in lines if EXCEPTION_LINE.match(ln)]
+    errors = [ln.strip().removeprefix(STOPPED) for ln in lines
+              if EXCEPTION_LINE.match(ln) or ln.startswith(STOPPED)]
     return f" ({errors[-1]})" if errors else ""
 
 

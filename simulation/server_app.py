@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import time
 from collections import Counter
@@ -18,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
-from flwr.common.serde import config_record_to_proto, message_to_proto
 from flwr.serverapp import Grid, ServerApp
 from tqdm import tqdm
 
+from clients.app import default_device_dir
 from clients.build import build
 from clients.busy import stop_busy
 from clients.faults import adversaries, draw_faults
@@ -34,6 +35,7 @@ from clients.protocol import (
     encode_train_ins,
     quantize,
     round_seeds,
+    split_cursor,
 )
 from clients.runconfig import Config, config_from_flower
 from prge.estimator import scheduled_lr
@@ -42,16 +44,30 @@ from prge.perturb import derive_seed
 from prge.prefix_cache import cache_summary, warm_examples
 from prge.scorer import model_fingerprint
 from prge.update_log import LogEntry, replay, state_hash, theta_hash
-from simulation.checkpoint import Checkpoint, keep_lines, load_checkpoint, save_checkpoint
+from simulation.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    keep_lines,
+    load_checkpoint,
+    save_checkpoint,
+)
+from simulation.cursors import DeviceCursors
 from simulation.deadline import Deadlines
 from simulation.environment import record_environment
+from simulation.failures import STOPPED, FailureWatch
+from simulation.follow import progress_fields
 from simulation.owner import stop_with_owner
-from simulation.rundir import JsonlWriter, claim_run_dir, read_jsonl, write_json
-from simulation.validate import error_reason, validate_reply
-from strategies.base import ScalarReply
+from simulation.restore import EMPTY_DIGEST, chain_digest, restore_log
+from simulation.rundir import JsonlWriter, claim_run_dir, write_json
+from simulation.traffic import Traffic, one_line, record_size, wire_size
+from simulation.validate import error_reason, validate_eval_reply, validate_reply
+from strategies.base import ScalarReply, configure_strategy
 from strategies.loader import load_strategy
 
 NODE_WAIT_S = 120.0
+# How long a round waits for devices to say their log position (a query is answered in
+# milliseconds unless the device's process is busy; unanswered, the server's lower bound stands)
+QUERY_WAIT_S = 10.0
 
 
 RESEND_ATTEMPTS = 3  # sends of a message whose client process died, after the first
@@ -65,36 +81,6 @@ def sample_cohort(cfg: Config, server_round: int) -> list[int]:
     return sorted(int(p) for p in pids)
 
 
-MAX_ID = 2**63 - 1
-
-
-def wire_size(msg: Message) -> int:
-    """Bytes of the serialized message (metadata + content), as it crosses the wire.
-
-    Flower draws node and run ids at random, and a varint's width depends on its value: each id is
-    counted at 9 bytes (an id below 2**63; one drawn above it takes a byte more), so that byte
-    counts are an exact function of the run's seed. A message also carries the id of the
-    ServerApp's task (as `src_task_id` going out, `dst_task_id` coming back): 1 in Flower's
-    in-process simulation, a random 64-bit id under a SuperLink; it is counted as 1 (one byte), so
-    that both runtimes count the same bytes. In a deployment every id may take 10 bytes: up to 12
-    bytes more per message than counted here.
-    """
-    proto = message_to_proto(msg)
-    meta = proto.metadata
-    meta.run_id, meta.src_node_id, meta.dst_node_id = MAX_ID, MAX_ID, MAX_ID
-    for task in ("src_task_id", "dst_task_id"):
-        if meta.HasField(task):
-            setattr(meta, task, 1)
-    meta.created_at = 0.5  # a double: fixed width whatever the clock says
-    meta.message_id = "0" * 64  # assigned at push time (a 64-hex digest); count it either way
-    return proto.ByteSize()
-
-
-def record_size(fields: dict) -> int:
-    """Serialized bytes of a ConfigRecord holding `fields`."""
-    return config_record_to_proto(ConfigRecord(fields)).ByteSize()
-
-
 class FederatedServer:
     def __init__(self, cfg: Config, run_dir: Path, grid: Grid, progress: bool = True,
                  resume: bool = False):
@@ -106,40 +92,43 @@ class FederatedServer:
         self.log: list[LogEntry] = []
         self.log_rounds: list[int] = []  # the round of each block of K*q log entries
         self.wire = Wire.of(cfg)
-        self.held: dict[int, int] = {}  # partition id -> log length that client already holds
+        self.cursors = DeviceCursors()  # what each device holds of the log (simulation/cursors.py)
         self.node_of: dict[int, int] = {}  # partition id -> Flower node id
         self.pid_of: dict[int, int] = {}  # Flower node id -> partition id
         self.totals = Counter()
         self._eval_warm = False
-        self.deadlines = Deadlines(cfg.round_deadline_s)
+        self.deadlines = Deadlines.of(cfg)
+        self.failures = FailureWatch(cfg.max_failed_rounds)
+        self.log_digest = EMPTY_DIGEST  # hash chain over update_log.jsonl's rows
         self.checkpoint = load_checkpoint(run_dir) if resume else None
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
         elif resume:  # stopped before its first checkpoint: start over in the same directory
             keep_lines(run_dir / "metrics.jsonl", 0)
             keep_lines(run_dir / "update_log.jsonl", 0)
-        self.strategy.configure(clients_per_round=cfg.clients_per_round)
+        configure_strategy(self.strategy, clients_per_round=cfg.clients_per_round,
+                           run_seed=cfg.seed)
         self.metrics = JsonlWriter(run_dir / "metrics.jsonl")
         self.log_file = JsonlWriter(run_dir / "update_log.jsonl")
 
     def _restore(self, ckpt: Checkpoint) -> None:
-        """The state after round `ckpt.round`; lines written after that checkpoint are dropped
-        (the resumed run writes them again, identically)."""
-        keep_lines(self.run_dir / "metrics.jsonl", ckpt.metrics_lines)
-        keep_lines(self.run_dir / "update_log.jsonl", ckpt.log_len)
-        rows = read_jsonl(self.run_dir / "update_log.jsonl")
-        self.log = [LogEntry(r["seed"], r["grad"], r["lr"], r["q"]) for r in rows]
-        self.log_rounds = [r["round"] for r in rows[::self.wire.block]]
-        if self.cfg.method == "prge":
-            replay(self.theta, self.log)
-        else:
-            self.theta = torch.from_numpy(ckpt.theta.copy())
-        if theta_hash(self.theta) != theta_hash(torch.from_numpy(ckpt.theta)):
-            raise RuntimeError(f"{self.run_dir}/update_log.jsonl does not rebuild the checkpoint")
-        self.held = dict(ckpt.held)
+        """The state after round `ckpt.round`, from the checkpoint alone: theta from its file,
+        the log read (not replayed) and checked against the checkpoint's hash chain, so a resume
+        costs the same at round 10 and at round 1,000. Lines written after that checkpoint are
+        dropped (the resumed run writes them again, identically)."""
+        restored = restore_log(self.run_dir, ckpt, self.wire.block)
+        self.log, self.log_rounds, self.log_digest = restored.log, restored.rounds, restored.digest
+        self.theta = torch.from_numpy(ckpt.theta.copy())
+        self.cursors = DeviceCursors(dict(ckpt.held), set(ckpt.unsure))
         self.totals = Counter(ckpt.totals)
+        self.deadlines.slowest = ckpt.deadline_slowest_s
+        self.failures.streak = ckpt.consecutive_failed
         if ckpt.strategy_state is not None:
-            self.strategy.load_state_dict(ckpt.strategy_state)
+            try:
+                self.strategy.load_state_dict(ckpt.strategy_state)
+            except ValueError as err:
+                raise CheckpointError(f"{self.run_dir}/checkpoint.json: strategy state: {err}"
+                                      ) from None
         else:  # it has no state_dict(): say so rather than silently restart its state
             print(f"fedprge: warning: strategy {self.cfg.strategy!r} has no state_dict(); "
                   "it resumes without its state from earlier rounds", file=sys.stderr)
@@ -147,9 +136,11 @@ class FederatedServer:
     def save_checkpoint(self, server_round: int, zero: dict, last: dict, elapsed: float) -> None:
         save_checkpoint(self.run_dir, Checkpoint(
             round=server_round, theta=self.theta.numpy().copy(), log_len=len(self.log),
-            metrics_lines=server_round + 1, held=dict(self.held), totals=dict(self.totals),
-            strategy_state=self.strategy.state_dict(), zero_eval=zero, last_eval=last,
-            elapsed_s=elapsed))
+            metrics_lines=server_round + 1, held=dict(self.cursors.held),
+            totals=dict(self.totals), strategy_state=self.strategy.state_dict(), zero_eval=zero,
+            last_eval=last, elapsed_s=elapsed, deadline_slowest_s=self.deadlines.slowest,
+            log_hash=self.log_digest, unsure=sorted(self.cursors.unsure),
+            consecutive_failed=self.failures.streak))
 
     # -- set-up -------------------------------------------------------------------------------
     def discover_nodes(self) -> None:
@@ -161,7 +152,9 @@ class FederatedServer:
                 raise RuntimeError(f"only {len(nodes)} of {self.cfg.num_clients} clients came up")
             time.sleep(0.2)
         asks = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in nodes]
+        self.totals["bytes_discovery"] += sum(wire_size(m) for m in asks)
         for reply in self.exchange(asks):
+            self.totals["bytes_discovery"] += wire_size(reply)
             if reply.has_error():
                 raise RuntimeError(f"client failed to start: {reply.error.reason}")
             pid = int(reply.content["node"]["partition-id"])
@@ -230,16 +223,20 @@ class FederatedServer:
         lr = scheduled_lr(base_lr, server_round - 1, cfg.rounds, cfg.lr_schedule)
         seeds = self.round_seeds(server_round)
         expected = state_hash(self.theta, model_fingerprint(self.setup.scorer))
-        messages, bytes_down, entries_down, snapshots = [], 0, 0, 0
-        sent_len = len(self.log)  # what every client reached this round holds once it has read it
+        timeout = self.deadlines.round()  # replies after the deadline are discarded
         cohort = self.cohort(server_round)
         # offline devices are never reached; the rest may still crash, straggle or attack
         online = [p for p in cohort if not draw_faults(cfg, server_round, p).dropout]
+        traffic = Traffic()
+        asked = [p for p in online if p in self.cursors.unsure]
+        self.ask_cursors(asked, min(timeout or QUERY_WAIT_S, QUERY_WAIT_S), traffic)
+        messages, entries_down, snapshots = [], 0, 0
+        sent_len = len(self.log)  # what every client reached this round holds once it has read it
         for pid in online:
             ins, entries = self.train_ins(pid, server_round, lr)
             msg = Message(RecordDict({"ins": ConfigRecord(ins)}), dst_node_id=self.node_of[pid],
                           message_type="train", group_id=str(server_round))
-            bytes_down += wire_size(msg)
+            traffic.down += wire_size(msg)
             if entries is None:
                 snapshots += 1
             else:
@@ -247,79 +244,127 @@ class FederatedServer:
             messages.append(msg)
         valid: list[ScalarReply] = []
         rejected: Counter = Counter()
-        bytes_up = 0
-        timeout = self.deadlines.round()  # replies after the deadline are discarded
+        errors: dict[str, str] = {}  # the first error text of each kind this round
         resent = self.totals["resent"]
         unanswered = {self.pid_of[m.metadata.dst_node_id] for m in messages}
         for reply in self.exchange(messages, timeout=timeout):
-            bytes_up += wire_size(reply)
             pid = self.pid_of.get(reply.metadata.src_node_id)
             if pid is None:  # not a node we sent to: never aggregated, never tracked
                 rejected["unknown-node"] += 1
                 continue
             unanswered.discard(pid)
             ok, reason = self.check(reply, server_round, expected)
+            traffic.reply(reply, reason)
             if ok is None:
                 rejected[reason] += 1
-                self.held[pid] = 0  # its stored log may be stale: send the whole log next time
+                text, reported = self.what_it_holds(reply, reason, expected, sent_len)
+                errors.setdefault(reason, one_line(text))
+                self.cursors.settle(pid, sent=sent_len, reported=reported)
                 continue
             valid.append(ok)
-            self.held[pid] = sent_len
+            self.cursors.settle(pid, sent=sent_len, valid=True)
             self.totals["client_steps"] += cfg.local_steps
-        missing = len(messages) - sum(rejected.values()) - len(valid)
-        if missing:
-            rejected["late" if timeout else "no-reply"] += missing
-        if timeout:
-            # a straggler past the deadline stored the log tail first thing, as every client does
-            # before it trains: it holds the whole log of this round, whatever it answers later
-            for pid in unanswered:
-                self.held[pid] = sent_len
+        for pid in unanswered:  # it may or may not have read the message: ask next time
+            self.cursors.settle(pid, sent=sent_len)
+        if unanswered:
+            kind = "late" if timeout else "no-reply"
+            rejected[kind] += len(unanswered)
+            errors.setdefault(kind, f"no reply within {timeout:g} s" if timeout else "no reply")
         record = {"round": server_round, "replies": len(valid), "rejected": sum(rejected.values()),
-                  "dropped": len(cohort) - len(online), "bytes_down": bytes_down,
+                  "dropped": len(cohort) - len(online), "bytes_down": traffic.down,
                   # what the cohort's devices replay (one randn(D) each), and who got theta
                   "log_entries_down": entries_down, "snapshots_down": snapshots,
-                  "bytes_up": bytes_up, "lr": lr}
+                  "bytes_up": traffic.up, "bytes_up_valid": traffic.up_valid, "lr": lr}
+        if traffic.queries:
+            record["cursor_queries"] = traffic.queries
         if cfg.byzantine_fraction:  # ground truth, known to the simulator only
             record["adversaries_in_cohort"] = len(set(online) & adversaries(cfg))
-        if rejected:
+        if rejected and self.strategy.releases_client_statistics:
             record["rejected_reasons"] = dict(rejected)
+            record["errors"] = errors
         if self.totals["resent"] > resent:
             record["resent"] = self.totals["resent"] - resent
         if valid:
-            # in partition order, not arrival order: float sums depend on their order, and a run
-            # must not depend on which client process finished first
-            valid.sort(key=lambda r: r.partition_id)
-            size = len(seeds) if cfg.method == "prge" else self.setup.scorer.dim
-            try:
-                agg = np.asarray(self.strategy.aggregate(server_round, valid), dtype=np.float64)
-            except Exception as err:  # a plug-in's bug must not take the global state with it
-                agg = np.full(size, np.nan)
-                record["aggregate_error"] = f"{type(err).__name__}: {err}"[:200]
-            if agg.shape == (size,) and np.isfinite(agg).all() and cfg.method == "prge":
-                # the aggregate as the wire carries it: what every client will replay (float16
-                # turns values beyond its range into inf: such a round is rejected below)
-                agg = quantize(agg, cfg.scalar_bits)
-            if agg.shape == (size,) and np.isfinite(agg).all() and cfg.method != "prge":
-                self.theta += torch.from_numpy(agg).to(self.theta.dtype)  # FedAvg: theta + mean delta
-            elif agg.shape == (size,) and np.isfinite(agg).all():
-                new = [LogEntry(s, float(g), lr, cfg.q) for s, g in zip(seeds, agg, strict=True)]
-                replay(self.theta, new)
-                self.log.extend(new)
-                self.log_rounds.append(server_round)
-                for e in new:
-                    self.log_file.write({"round": server_round, "seed": e.seed, "grad": e.grad,
-                                         "lr": e.lr, "q": e.q})
-            else:
-                record["aggregate_rejected"] = True
-            weights = np.array([r.num_examples for r in valid], dtype=np.float64)
-            losses = np.array([r.train_loss for r in valid])
-            record["train_loss"] = float(weights @ losses / weights.sum())
+            self.apply(server_round, valid, seeds, lr, record)
         record.update(theta_hash=theta_hash(self.theta), log_len=len(self.log),
                       round_s=time.perf_counter() - t0)
         if timeout:
             record["deadline_s"] = timeout
-        self.deadlines.observe(record["round_s"], complete=not missing)
+        self.deadlines.observe(record["round_s"], complete=not unanswered)
+        self.failures.observe(server_round, contacted=bool(messages), valid=bool(valid),
+                              errors=errors)
         return record
+
+    def apply(self, server_round: int, valid: list[ScalarReply], seeds: list[int], lr: float,
+              record: dict) -> None:
+        """Aggregate the round's valid replies and apply the result to theta and the log."""
+        cfg = self.cfg
+        # in partition order, not arrival order: float sums depend on their order, and a run
+        # must not depend on which client process finished first
+        valid.sort(key=lambda r: r.partition_id)
+        size = len(seeds) if cfg.method == "prge" else self.setup.scorer.dim
+        try:
+            agg = np.asarray(self.strategy.aggregate(server_round, valid), dtype=np.float64)
+        except Exception as err:  # a plug-in's bug must not take the global state with it
+            agg = np.full(size, np.nan)
+            record["aggregate_error"] = f"{type(err).__name__}: {err}"[:200]
+        if agg.shape == (size,) and np.isfinite(agg).all() and cfg.method == "prge":
+            # the aggregate as the wire carries it: what every client will replay (float16
+            # turns values beyond its range into inf: such a round is rejected below)
+            agg = quantize(agg, cfg.scalar_bits)
+        if agg.shape == (size,) and np.isfinite(agg).all() and cfg.method != "prge":
+            self.theta += torch.from_numpy(agg).to(self.theta.dtype)  # FedAvg: theta + mean delta
+        elif agg.shape == (size,) and np.isfinite(agg).all():
+            new = [LogEntry(s, float(g), lr, cfg.q) for s, g in zip(seeds, agg, strict=True)]
+            replay(self.theta, new)
+            self.log.extend(new)
+            self.log_rounds.append(server_round)
+            for e in new:
+                row = {"round": server_round, "seed": e.seed, "grad": e.grad, "lr": e.lr, "q": e.q}
+                self.log_file.write(row)
+                self.log_digest = chain_digest(self.log_digest, row)
+        else:
+            record["aggregate_rejected"] = True
+        if self.strategy.releases_client_statistics:  # an un-noised mean of client data
+            weights = np.array([r.num_examples for r in valid], dtype=np.float64)
+            losses = np.array([r.train_loss for r in valid])
+            record["train_loss"] = float(weights @ losses / weights.sum())
+
+    @staticmethod
+    def what_it_holds(reply: Message, reason: str, expected: str,
+                      sent: int) -> tuple[str, int | None]:
+        """(the rejection's text, the log position the rejected device holds, None: unknown).
+        An error reply says it (clients/protocol.py, `with_cursor`); a reply with content was
+        made after the device caught up: built on the server's theta it holds the log sent,
+        built on another it holds nothing the server can build on, and starts over from the
+        whole log (which repairs a corrupted device)."""
+        if reply.has_error():
+            return split_cursor(reply.error.reason)
+        try:
+            built_on = reply.content["res"]["theta-hash"]
+        except (KeyError, TypeError):
+            built_on = None
+        return reason, sent if built_on == expected else 0
+
+    def ask_cursors(self, pids: list[int], timeout: float, traffic: Traffic) -> None:
+        """Ask these devices what they hold (the server could not tell after their last
+        message); the queries and their answers are traffic of the round."""
+        if not pids or self.cfg.method != "prge":  # dense baselines send theta itself
+            return
+        ask = RecordDict({"ask": ConfigRecord({"cursor": True})})
+        messages = [Message(ask, dst_node_id=self.node_of[p], message_type="query") for p in pids]
+        traffic.down += sum(wire_size(m) for m in messages)
+        traffic.queries += len(messages)
+        for reply in self.exchange(messages, timeout=timeout):
+            pid = self.pid_of.get(reply.metadata.src_node_id)
+            if pid is None or reply.has_error():
+                continue
+            traffic.up += wire_size(reply)
+            try:
+                told = int(reply.content["node"]["cursor"])
+            except (KeyError, TypeError, ValueError):
+                continue  # a malformed answer: the lower bound stays, and so does the doubt
+            self.cursors.told(pid, told, len(self.log))
 
     def train_ins(self, pid: int, server_round: int, lr: float) -> tuple[dict, int | None]:
         """P-RGE: how this client catches up (the round's seeds it derives itself), and the log
@@ -333,7 +378,7 @@ class FederatedServer:
     def catch_up(self, pid: int) -> tuple[dict, int | None]:
         """The log tail this client lacks or theta_t itself, as `catch-up` says (auto: whichever
         record is smaller, in serialized bytes), with the log entries sent (None: a snapshot)."""
-        start = self.held.get(pid, 0)
+        start = self.cursors.start(pid)
         tail = encode_log(start, self.log[start:], self.tail_rounds(start), self.wire)
         if start == len(self.log):  # nothing to catch up with
             return tail, 0
@@ -367,31 +412,40 @@ class FederatedServer:
         return {"test_acc": r.acc, "test_acc_cal": r.acc_calibrated, "test_loss": r.loss}
 
     def personalize(self) -> list[dict]:
-        """Every client: global vs personalized accuracy on its own test data."""
+        """Every client: global vs personalized accuracy on its own test data. Clients are
+        contacted a cohort (`clients-per-round`) at a time, so the messages in memory at once are
+        a round's, whatever the number of clients."""
+        cfg, rows = self.cfg, []
+        pids = list(range(cfg.num_clients))
+        for at in range(0, len(pids), cfg.clients_per_round):
+            rows += self.personalize_cohort(pids[at:at + cfg.clients_per_round])
+        return sorted(rows, key=lambda r: r["client"])
+
+    def personalize_cohort(self, pids: list[int]) -> list[dict]:
         messages = []
-        for pid in range(self.cfg.num_clients):
+        for pid in pids:
             content = {**self.state_for(pid), "personal-steps": self.cfg.personal_steps}
             messages.append(Message(RecordDict({"ins": ConfigRecord(content)}),
                                     dst_node_id=self.node_of[pid], message_type="evaluate"))
             self.totals["bytes_down_eval"] += wire_size(messages[-1])
-        rows = []
-        cfg = self.cfg
-        timeout = self.deadlines.personalization(cfg.num_clients, cfg.clients_per_round,
-                                                 cfg.personal_steps, cfg.local_steps)
-        unanswered = set(range(cfg.num_clients))
+        timeout = self.deadlines.personalization(self.cfg.personal_steps, self.cfg.local_steps)
+        rows, unanswered = [], set(pids)
         for reply in self.exchange(messages, timeout=timeout):
-            self.totals["bytes_up_eval"] += wire_size(reply)
-            pid = self.pid_of.get(reply.metadata.src_node_id, -1)
+            pid = self.pid_of.get(reply.metadata.src_node_id)
+            if pid not in unanswered:  # not a node asked in this cohort, or a second reply
+                continue
             unanswered.discard(pid)
             if reply.has_error():
-                rows.append({"client": pid, "error": reply.error.reason[:200]})
+                text = split_cursor(reply.error.reason)[0]
+                if error_reason(text) != "actor-lost":
+                    self.totals["bytes_up_eval"] += wire_size(reply)
+                rows.append({"client": pid, "error": one_line(text)})
                 continue
-            m = reply.content["res"]
-            rows.append({"client": pid, "num_test": int(m["num-test"]),
-                         **({"global_acc": float(m["global-acc"]),
-                             "personal_acc": float(m["personal-acc"])} if "global-acc" in m else {})})
-        rows += [{"client": pid, "error": "late"} for pid in unanswered]
-        return sorted(rows, key=lambda r: r["client"])
+            self.totals["bytes_up_eval"] += wire_size(reply)
+            scores = validate_eval_reply(reply.content.get("res"))
+            rows.append({"client": pid, **scores} if scores else {"client": pid,
+                                                                  "error": "malformed"})
+        return rows + [{"client": pid, "error": "late"} for pid in unanswered]
 
     # -- the whole run ------------------------------------------------------------------------
     def run(self) -> dict:
@@ -414,15 +468,15 @@ class FederatedServer:
             if t % self.cfg.eval_every == 0 or t == self.cfg.rounds:
                 last = self.central_eval()
                 record.update(last)
-            self.totals["bytes_up"] += record["bytes_up"]
-            self.totals["bytes_down"] += record["bytes_down"]
-            self.totals["log_entries_down"] += record["log_entries_down"]
-            self.totals["snapshots_down"] += record["snapshots_down"]
+            for key in ("bytes_up", "bytes_down", "bytes_up_valid", "replies", "log_entries_down",
+                        "snapshots_down"):
+                self.totals[key] += record[key]
             record["elapsed_s"] = time.perf_counter() - start
             self.metrics.write(record)
             self.save_checkpoint(t, zero, last, record["elapsed_s"])
-            bar.set_postfix(acc=f"{last['test_acc']:.3f}", cal=f"{last['test_acc_cal']:.3f}",
-                            up=f"{self.totals['bytes_up']:,}B", down=f"{self.totals['bytes_down']:,}B")
+            bar.set_postfix(progress_fields(last, self.totals["bytes_up"],
+                                            self.totals["bytes_down"], record.get("errors")))
+            self.failures.check(t)  # after the round is on disk: the run resumes from here
         clients = self.personalize() if self.cfg.personal_steps or self.cfg.client_eval_size else []
         write_json(self.run_dir / "clients.json", clients)
         scored = [c for c in clients if "global_acc" in c]
@@ -430,7 +484,6 @@ class FederatedServer:
         def client_mean(key: str) -> float | None:
             return float(np.mean([c[key] for c in scored])) if scored else None
 
-        updates = self.cfg.rounds * self.cfg.clients_per_round
         summary = {
             "rounds": self.cfg.rounds, "adapter_dim": self.setup.scorer.dim,
             "eval_examples": len(self.setup.task.test[: self.cfg.eval_size or None]),
@@ -439,8 +492,13 @@ class FederatedServer:
             "client_global_acc": client_mean("global_acc"),
             "client_personal_acc": client_mean("personal_acc"),
             "bytes_up": self.totals["bytes_up"], "bytes_down": self.totals["bytes_down"],
-            "bytes_up_per_client_round": self.totals["bytes_up"] / max(1, updates),
+            # what one client uploads in a round: valid replies' bytes per valid reply (clients
+            # that were offline, crashed or late did not upload a training reply)
+            "bytes_up_per_client_round": self.totals["bytes_up_valid"]
+            / max(1, self.totals["replies"]),
             "bytes_eval": self.totals["bytes_up_eval"] + self.totals["bytes_down_eval"],
+            # the server's queries for each node's partition, at every start of the run
+            "bytes_discovery": self.totals["bytes_discovery"],
             "messages_resent": self.totals["resent"],
             # catch-up in the rounds: log entries sent (each replayed by its device) and snapshots
             "log_entries_down": self.totals["log_entries_down"],
@@ -478,21 +536,33 @@ def build_server_app(cfg: Config | None = None, run_dir: Path | None = None,
             run_cfg, out, show, again = given.cfg, given.run_dir, given.run_dir is None, given.resume
             if given.owner_pid:
                 stop_with_owner(given.owner_pid)
-        lock = None  # `fedprge run` holds its directory's lock itself
+        lock, scratch = None, None  # `fedprge run` holds its directory's lock itself
         if out is None:  # `flwr run .`: this app makes the directory, and holds it as the runner does
             out, lock = claim_run_dir(run_cfg.out, "run")
             write_json(out / "config.json", run_cfg.to_dict())
             record_environment(out)
+            # the clients were given no run directory: their devices live in a folder of this
+            # Flower run, which this app removes when the run is over (there is no resume here)
+            scratch = default_device_dir(context.run_id)
+        devices = scratch or out / "devices"
         try:
             FederatedServer(run_cfg, out, grid, show, resume=again).run()
+        except Exception as err:
+            # Flower's log stream does not carry the ServerApp's traceback: say why, in one line
+            # the command recognises (simulation/runner.py) and passes on
+            print(f"{STOPPED}{type(err).__name__}: {one_line(str(err))}", file=sys.stderr)
+            raise
+        finally:
             # Flower's runtime waits for every message it handed out before it exits: stop the
-            # clients still working on one (a straggler past its deadline, a hung device)
+            # clients still working on one (a straggler past its deadline, a hung device), on
+            # success and on failure alike
             logging.getLogger("flwr").setLevel(logging.CRITICAL)  # their end is expected
-            stopped = stop_busy(out / "devices")
+            stopped = stop_busy(devices)
             if stopped:
                 print(f"fedprge: stopped the processes of {len(stopped)} client(s) still busy "
                       f"after their deadline: {sorted(stopped)}", file=sys.stderr)
-        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
             if lock is not None:
                 os.close(lock)
 

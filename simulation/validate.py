@@ -71,3 +71,23 @@ def validate_reply(record: Any, *, server_round: int, expected_hash: str, dense:
     if res.theta_hash != expected_hash:
         return None, "hash-mismatch"
     return (values, res.num_examples, res.train_loss), None
+
+
+def validate_eval_reply(record: Any) -> dict | None:
+    """A personalization reply's scores as clients.json holds them, or None when it is malformed
+    (a wrong type, a count below 0, an accuracy outside [0, 1]). Never raises."""
+    try:
+        n = record["num-test"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            return None
+        out: dict = {"num_test": n}
+        if "global-acc" not in record and "personal-acc" not in record:
+            return out
+        for key in ("global-acc", "personal-acc"):
+            x = record[key]
+            if isinstance(x, bool) or not isinstance(x, int | float) or not 0 <= x <= 1:
+                return None
+            out[key.replace("-", "_")] = float(x)
+        return out
+    except (KeyError, TypeError, AttributeError):
+        return None

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from simulation.rundir import read_jsonl
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -24,7 +26,27 @@ def _superlink_pids(flwr_home: Path) -> list[int]:
     return pids
 
 
+def _hung_seed() -> int:
+    """A seed whose run (5 clients, 2 a round, 2 rounds) has one straggler, in round 2."""
+    from clients.faults import draw_faults
+    from clients.runconfig import load_config
+    from simulation.server_app import sample_cohort
+
+    for seed in range(300):
+        cfg = load_config(None, ["rounds=2", "num-clients=5", "clients-per-round=2",
+                                 "straggle-prob=0.3", f"seed={seed}"])
+        late = [t for t in (1, 2) for p in sample_cohort(cfg, t) if draw_faults(cfg, t, p).straggle]
+        if late == [2]:
+            return seed
+    raise AssertionError("no seed fits")
+
+
 def test_flwr_run_completes_and_writes_a_run_directory(tmp_path):
+    """...with a device that hangs for an hour in round 2: the deadline cuts it off and its
+    process is stopped when the rounds are over (Flower would wait for it), and the devices'
+    state, kept in a folder of the Flower run, is gone with the run."""
+    from clients.app import default_device_dir
+
     home, out = tmp_path / "flwr-home", tmp_path / "runs"
     bin_dir = str(Path(sys.executable).parent)
     env = dict(os.environ, FLWR_HOME=str(home), FLWR_TELEMETRY_ENABLED="0",
@@ -35,7 +57,8 @@ def test_flwr_run_completes_and_writes_a_run_directory(tmp_path):
         # --stream: the command returns when the run has ended
         start = subprocess.run(
             [flwr, "run", ".", "--stream", "--federation-config", "num-supernodes=5",
-             "--run-config", f"rounds=2 num-clients=5 clients-per-round=2 engine='eager' out='{out}'"],
+             "--run-config", f"rounds=2 num-clients=5 clients-per-round=2 engine='eager' out='{out}' "
+             f"seed={_hung_seed()} straggle-prob=0.3 straggle-s=3600 round-deadline-s=20"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert start.returncode == 0, start.stdout + start.stderr
         listing = subprocess.run([flwr, "list", "--format", "json"], cwd=ROOT, env=env,
@@ -45,6 +68,9 @@ def test_flwr_run_completes_and_writes_a_run_directory(tmp_path):
         (run_dir,) = out.iterdir()
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["rounds"] == 2 and summary["log_len"] == 2 * 2 * 8
+        rounds = [m for m in read_jsonl(run_dir / "metrics.jsonl") if m["round"] > 0]
+        assert [m.get("rejected_reasons", {}) for m in rounds] == [{}, {"late": 1}]
+        assert not default_device_dir(int(run["run-id"])).exists()
     finally:
         for pid in _superlink_pids(home):
             os.kill(pid, signal.SIGTERM)

@@ -200,3 +200,17 @@ def test_cost_to_target_counts_an_accuracy_recorded_from_float32_at_the_target()
     hit = first_reach(Run(Path("run"), {}, metrics, None), 0.78)
     assert (hit.round, hit.bytes, hit.seconds) == (1, 12, 10.0)
     assert first_reach(Run(Path("run"), {}, metrics[:2], None), 0.781) is None
+
+
+def test_a_killed_runs_upload_per_client_counts_the_clients_that_uploaded(tmp_path):
+    """Round 2 had one valid reply of 2,048 bytes and a crash's error reply: a client uploads
+    2 KiB a round (dividing every byte by rounds x clients-per-round said 1.75 KiB)."""
+    crashed = {**round_record(2, 3072, 1024, 9.0), "replies": 1, "rejected": 1}
+    metrics = [{"round": 0, "test_acc": 0.5, "test_acc_cal": 0.55, "elapsed_s": 1.0},
+               {**round_record(1, 4096, 1024, 5.0, 0.6, 0.6), "bytes_up_valid": 4096},
+               {**crashed, "bytes_up_valid": 2048}]
+    make_run(tmp_path / "killed", BASE, metrics)
+    from simulation.report import report
+
+    row = report([tmp_path / "killed"]).splitlines()[2]
+    assert "| 7.0 KiB | 2.0 KiB | 2.0 KiB |" in row, row

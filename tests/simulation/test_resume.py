@@ -52,7 +52,8 @@ def _start(out) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-RESENDS = ("resent", "messages_resent")  # a lost client process's message, sent once more
+RESENDS = ("resent", "messages_resent",  # a lost client process's message, sent once more
+           "bytes_discovery")  # each start of a run asks every node for its partition
 
 
 def _same(record: dict) -> dict:

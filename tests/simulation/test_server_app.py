@@ -22,7 +22,7 @@ def server(tmp_path_factory):
         replay(srv.theta, new)
         srv.log += new
         srv.log_rounds.append(r)
-    srv.held = {0: len(srv.log), 1: len(srv.log) - srv.wire.block}
+    srv.cursors.held = {0: len(srv.log), 1: len(srv.log) - srv.wire.block}
     return srv
 
 
@@ -50,7 +50,7 @@ def test_either_catch_up_gives_the_device_the_servers_theta(server, tmp_path, pi
     for mode in ("log", "snapshot"):
         server.cfg.catch_up = mode
         device = DeviceStore(tmp_path / f"{mode}.theta", server.setup.scorer.dim)
-        held = server.held.get(pid, 0)
+        held = server.cursors.start(pid)
         device.store(held, replay(torch.zeros(device.dim), server.log[:held]))
         caught = device.catch_up(decode_log(server.catch_up(pid)[0], server.wire))
         assert torch.equal(caught.theta, server.theta), mode

@@ -120,3 +120,31 @@ def test_error_replies_are_named_by_their_cause():
     assert error_reason(_flower_error_reason(ClientAppException(CRASH_MESSAGE))) == "crash"
     assert error_reason(_flower_error_reason(ClientAppException("ValueError: bad"))) == \
         "client-error"
+
+
+EVAL_KEYS = ["num-test", "global-acc", "personal-acc"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(anything, st.dictionaries(st.sampled_from(EVAL_KEYS), anything)))
+def test_arbitrary_evaluate_replies_never_raise_and_never_pass_unsound_scores(record):
+    """What personalization reads from each client: one malformed reply killed the server after
+    all rounds, with no summary; now it costs that client's row only."""
+    from simulation.validate import validate_eval_reply
+
+    scores = validate_eval_reply(record)
+    if scores is not None:
+        assert isinstance(scores["num_test"], int) and scores["num_test"] >= 0
+        for key in ("global_acc", "personal_acc"):
+            assert key not in scores or 0.0 <= scores[key] <= 1.0
+
+
+def test_evaluate_replies_as_clients_send_them_pass():
+    from simulation.validate import validate_eval_reply
+
+    assert validate_eval_reply({"num-test": 4, "global-acc": 0.5, "personal-acc": 1}) == {
+        "num_test": 4, "global_acc": 0.5, "personal_acc": 1.0}
+    assert validate_eval_reply({"num-test": 0}) == {"num_test": 0}
+    assert validate_eval_reply({"num-test": 4, "global-acc": 0.5}) is None  # half a pair
+    assert validate_eval_reply({"num-test": 4, "global-acc": float("nan"),
+                                "personal-acc": 0.5}) is None
