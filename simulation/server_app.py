@@ -244,7 +244,8 @@ class FederatedServer:
             messages.append(msg)
         valid: list[ScalarReply] = []
         rejected: Counter = Counter()
-        errors: dict[str, str] = {}  # the first error text of each kind this round
+        # each kind's error text from the lowest partition id: arrival order varies between runs
+        errors: dict[str, tuple[int, str]] = {}
         resent = self.totals["resent"]
         unanswered = {self.pid_of[m.metadata.dst_node_id] for m in messages}
         for reply in self.exchange(messages, timeout=timeout):
@@ -258,7 +259,8 @@ class FederatedServer:
             if ok is None:
                 rejected[reason] += 1
                 text, reported = self.what_it_holds(reply, reason, expected, sent_len)
-                errors.setdefault(reason, one_line(text))
+                entry = (pid, one_line(text))
+                errors[reason] = min(errors.get(reason, entry), entry)
                 self.cursors.settle(pid, sent=sent_len, reported=reported)
                 continue
             valid.append(ok)
@@ -269,7 +271,9 @@ class FederatedServer:
         if unanswered:
             kind = "late" if timeout else "no-reply"
             rejected[kind] += len(unanswered)
-            errors.setdefault(kind, f"no reply within {timeout:g} s" if timeout else "no reply")
+            # no figure of this host's time in the text: metrics must not differ between runs
+            errors[kind] = (-1, "no reply before the deadline" if timeout else "no reply")
+        texts = {kind: text for kind, (_, text) in sorted(errors.items())}
         record = {"round": server_round, "replies": len(valid), "rejected": sum(rejected.values()),
                   "dropped": len(cohort) - len(online), "bytes_down": traffic.down,
                   # what the cohort's devices replay (one randn(D) each), and who got theta
@@ -281,7 +285,7 @@ class FederatedServer:
             record["adversaries_in_cohort"] = len(set(online) & adversaries(cfg))
         if rejected and self.strategy.releases_client_statistics:
             record["rejected_reasons"] = dict(rejected)
-            record["errors"] = errors
+            record["errors"] = texts
         if self.totals["resent"] > resent:
             record["resent"] = self.totals["resent"] - resent
         if valid:
@@ -292,7 +296,7 @@ class FederatedServer:
             record["deadline_s"] = timeout
         self.deadlines.observe(record["round_s"], complete=not unanswered)
         self.failures.observe(server_round, contacted=bool(messages), valid=bool(valid),
-                              errors=errors)
+                              errors=texts)
         return record
 
     def apply(self, server_round: int, valid: list[ScalarReply], seeds: list[int], lr: float,

@@ -181,3 +181,19 @@ def test_a_resume_checks_the_log_without_replaying_it(tmp_path):
     (run / "update_log.jsonl").write_text("\n".join(rows) + "\n")
     with pytest.raises(CheckpointError, match="not the log the checkpoint of round 3"):
         _server(run, ["rounds=3"], resume=True)
+
+
+def test_a_rounds_error_text_does_not_depend_on_which_reply_came_first(tmp_path):
+    """Two clients crash in round 1; replies arrive in reverse order. The round's `crash` text is
+    client 1's, the lowest id (it was whichever arrived first: two runs of one config differed)."""
+    seed = _seed_where(lambda d: d[1][1].crash and d[1][2].crash and not d[1][0].crash,
+                       rounds=1, crash_prob=0.5)
+    srv, grid = _server(tmp_path / "run", [f"seed={seed}", "crash-prob=0.5", "rounds=1",
+                                           "max-failed-rounds=0", "personal-steps=0",
+                                           "client-eval-size=0"])
+    send = grid.send_and_receive
+    grid.send_and_receive = lambda msgs, timeout=None: send(msgs, timeout)[::-1]
+    srv.run()
+    (r1,) = _rounds(tmp_path / "run")
+    assert r1["rejected_reasons"] == {"crash": 2}
+    assert r1["errors"] == {"crash": "simulated device crash (round 1, client 1)"}
