@@ -64,6 +64,17 @@ def _outcome(run: Path) -> dict:
             "clients": json.loads((run / "clients.json").read_text())}
 
 
+def _first_difference(got: dict, want: dict) -> str:
+    """Where a resumed run's outcome first departs from the uninterrupted run's."""
+    for m, w in zip(got["metrics"], want["metrics"], strict=False):
+        if m != w:
+            keys = sorted(k for k in set(m) | set(w) if m.get(k) != w.get(k))
+            return f"metrics of round {w.get('round')}: " + ", ".join(
+                f"{k} {m.get(k)!r} vs {w.get(k)!r}" for k in keys)[:400]
+    return next((part for part in ("log", "summary", "clients") if got[part] != want[part]),
+                "none")
+
+
 def _stage(run: Path) -> str:
     """Where the killed run was: the last checkpointed round, or personalization."""
     rounds = [m["round"] for m in read_jsonl(run / "metrics.jsonl")] if (
@@ -190,6 +201,8 @@ def kill_tries(tries: int, rng: np.random.Generator, tmp: Path) -> dict:
         print(f"try {i}: stage {stage} + {delay:.2f} s, killed {where}"
               f"{' (it had ended)' if finished else ''}: "
               f"{how}, {'identical' if ok else 'DIFFERENT'}", flush=True)
+        if not ok and (run / "summary.json").exists():
+            print(f"  first difference: {_first_difference(_outcome(run), want)}", flush=True)
     return {"tries": tries, "identical": same, "reference_s": round(duration, 1), "late": late}
 
 

@@ -1,6 +1,5 @@
-"""A run whose every client fails stops with their error, on the command line as a user sees it,
-and resumes once the cause is gone; a resumed run with stragglers keeps the uninterrupted run's
-deadlines, log for log."""
+"""A run whose every client fails stops with their error, on the command line as a user sees it;
+a resumed run with stragglers keeps the uninterrupted run's deadlines, log for log."""
 
 from __future__ import annotations
 
@@ -63,10 +62,8 @@ def test_a_run_whose_clients_all_fail_exits_non_zero_with_their_error(tmp_path):
     rounds = [m for m in read_jsonl(out / "metrics.jsonl") if m["round"] > 0]
     assert [m["errors"] for m in rounds] == [{"client-error": "RuntimeError: boom"}] * 2
     assert not (out / "summary.json").exists()
-    fixed = fedprge("run", "--resume", str(out), "--quiet")  # the broken code gone
-    assert fixed.returncode == 0, fixed.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["rounds"] == 6 and summary["log_len"] > 0
+    # resumable: test_server_faults.py resumes such a run, once fixed, to its end
+    assert json.loads((out / "checkpoint.json").read_text())["round"] == 2
 
 
 STRAGGLING = ["--set", "rounds=5", "--set", "straggle-prob=0.2", "--set", "straggle-s=45",
