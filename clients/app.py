@@ -32,7 +32,7 @@ from clients.protocol import (
     with_cursor,
 )
 from clients.runconfig import Config, config_from_flower
-from clients.worker import worker_for
+from clients.worker import built_worker, worker_for
 
 PERSONAL_KEY = "personal-log"
 
@@ -66,14 +66,16 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
         return DeviceStore(storage(context) / f"{int(context.node_config['partition-id'])}.theta",
                            dim)
 
-    def cursor(context: Context) -> int | None:
+    def cursor(context: Context, build: bool = True) -> int | None:
         """The log position this device's storage holds (0 when it holds nothing usable), or
         None when it cannot be told (the dense baselines keep no log; the model failed to load)."""
         try:
             c = run_cfg(context)
-            if c.method != "prge":
-                return None
-            return device(context, worker_for(c).setup.scorer.dim).cursor()
+            # an error reply never builds the model: when building it is what failed, a second
+            # try per reply would repeat the costly failure (the device then cannot say)
+            pick = worker_for if build else built_worker
+            worker = pick(c) if c.method == "prge" else None
+            return None if worker is None else device(context, worker.setup.scorer.dim).cursor()
         except Exception:  # noqa: BLE001 - reporting must not raise over the error it reports
             return None
 
@@ -84,7 +86,8 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
         if not isinstance(err, SimulatedCrash):  # a bug or a broken device: keep the traceback
             traceback.print_exc(file=sys.stderr)
         return Message(error=Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
-                                   reason=with_cursor(text, cursor(context))), reply_to=msg)
+                                   reason=with_cursor(text, cursor(context, build=False))),
+                       reply_to=msg)
 
     def prefix_store(context: Context) -> Path | None:
         """Where the device keeps its examples' frozen-prefix hidden states (see worker.data)."""

@@ -183,9 +183,18 @@ class ClientWorker:
 _WORKERS: dict[str, ClientWorker] = {}
 
 
+def _key(cfg: Config) -> str:
+    return json.dumps(cfg.to_dict(), sort_keys=True)
+
+
+def built_worker(cfg: Config) -> ClientWorker | None:
+    """This process's worker for the run config if it was built, else None (never builds)."""
+    return _WORKERS.get(_key(cfg))
+
+
 def worker_for(cfg: Config) -> ClientWorker:
     """The process-wide worker for this run config (built once per process)."""
-    key = json.dumps(cfg.to_dict(), sort_keys=True)
+    key = _key(cfg)
     if key not in _WORKERS:
         _WORKERS.clear()  # one run per process at a time: free the previous model
         _WORKERS[key] = ClientWorker(cfg)
