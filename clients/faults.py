@@ -1,11 +1,20 @@
 """Simulated device faults and adversarial clients, every draw derived from the run seed.
 
-Per sampled client and round, three independent draws decide whether the device is offline for
-the round (`dropout-prob`: the server does not reach it), crashes while training (`crash-prob`: it
-answers with an error) or straggles (`straggle-prob`: it answers `straggle-s` seconds late, and a
-`round-deadline-s` may discard it). A fixed set of clients, `byzantine-fraction` of them, is
-adversarial from the start: it trains honestly, then corrupts what it sends (`byzantine-attack`):
-its values, or (`examples-lie`) the example count that weights it in a mean.
+Per sampled client and round, independent draws decide whether the device is offline for the
+round (`dropout-prob`: the server does not reach it), crashes while training (`crash-prob`: it
+answers with an error), straggles (`straggle-prob`: its reply arrives `straggle-s` simulated
+seconds after the round's work, and is `late` when that is past the round's deadline) or hangs
+(`hang-prob`: it takes the message and never answers, until the run stops its process).
+
+A straggler's delay is simulated, not slept: the server judges it from the same seeded draw
+(simulation/server_app.py), so whether a reply is late never depends on this host's speed, on
+how busy its client processes were, or on a kill and resume. A hang is real (the client process
+blocks), because what it exercises is the host's guard: the server's wait, the cursor query
+that follows, and the stopping of busy processes at the end of the run.
+
+A fixed set of clients, `byzantine-fraction` of them, is adversarial from the start: it trains
+honestly, then corrupts what it sends (`byzantine-attack`): its values, or (`examples-lie`) the
+example count that weights it in a mean.
 """
 
 from __future__ import annotations
@@ -31,12 +40,20 @@ class Faults:
     dropout: bool
     crash: bool
     straggle: bool
+    hang: bool = False
 
 
 def draw_faults(cfg, server_round: int, partition_id: int) -> Faults:
-    u = np.random.default_rng(derive_seed(cfg.seed, "faults", server_round, partition_id)).random(3)
+    # one stream per client and round; a fourth draw appended leaves the first three (and so
+    # every earlier run's faults) as they were
+    u = np.random.default_rng(derive_seed(cfg.seed, "faults", server_round, partition_id)).random(4)
     return Faults(bool(u[0] < cfg.dropout_prob), bool(u[1] < cfg.crash_prob),
-                  bool(u[2] < cfg.straggle_prob))
+                  bool(u[2] < cfg.straggle_prob), bool(u[3] < cfg.hang_prob))
+
+
+def simulated_delay_s(cfg, server_round: int, partition_id: int) -> float:
+    """Seconds after the round's work that this client's reply arrives, in simulated time."""
+    return cfg.straggle_s if draw_faults(cfg, server_round, partition_id).straggle else 0.0
 
 
 @cache

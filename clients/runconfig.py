@@ -98,10 +98,12 @@ class Config:
     # simulated faults, per sampled client and round (clients/faults.py)
     dropout_prob: float = 0.0  # the device is offline: the server cannot reach it this round
     crash_prob: float = 0.0  # the device crashes while training: it answers with an error
-    straggle_prob: float = 0.0  # the device answers `straggle-s` seconds late
+    straggle_prob: float = 0.0  # the reply arrives `straggle-s` simulated seconds late
     straggle_s: float = 2.0
-    # the server waits at most this long for a round's replies: seconds, auto (from the work of
-    # the rounds so far, simulation/deadline.py) or 0 (no limit: one hung client stalls the run)
+    hang_prob: float = 0.0  # the device never answers (a real hang: the host's guard cuts it off)
+    # the round's deadline: seconds, auto (from the work of the rounds so far) or 0 (no limit: one
+    # hung client stalls the run). Simulated stragglers past it are `late`; the server also waits
+    # at most this long for replies (simulation/deadline.py)
     round_deadline_s: float | str = "auto"
     # auto: this many times the slowest complete round, at least -min-s; -first-s before any
     round_deadline_factor: float = 10.0
@@ -164,6 +166,7 @@ class Config:
             ("crash-prob", 0 <= self.crash_prob <= 1, "must be in [0, 1]"),
             ("straggle-prob", 0 <= self.straggle_prob <= 1, "must be in [0, 1]"),
             ("straggle-s", self.straggle_s >= 0, "must be >= 0"),
+            ("hang-prob", 0 <= self.hang_prob <= 1, "must be in [0, 1]"),
             ("round-deadline-s", self.round_deadline_s == "auto" or (
                 isinstance(self.round_deadline_s, float) and self.round_deadline_s >= 0),
              "must be auto or a number of seconds >= 0"),

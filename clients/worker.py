@@ -113,13 +113,14 @@ class ClientWorker:
         return losses
 
     def behave(self, values: np.ndarray, server_round: int, partition_id: int) -> np.ndarray:
-        """The simulated device's faults around an honest result: a crash raises, a straggler
-        sleeps, an adversary corrupts what it sends (clients/faults.py)."""
+        """The simulated device's faults around an honest result: a crash raises, a hung device
+        blocks until its process is stopped, an adversary corrupts what it sends
+        (clients/faults.py). A straggler answers at once: its delay is simulated by the server."""
         faults = draw_faults(self.cfg, server_round, partition_id)
         if faults.crash:
             raise SimulatedCrash(f"{CRASH_MESSAGE} (round {server_round}, client {partition_id})")
-        if faults.straggle:
-            time.sleep(self.cfg.straggle_s)
+        while faults.hang:  # the busy marker stays: the run stops this process when it ends
+            time.sleep(3600)
         if partition_id in adversaries(self.cfg):
             return corrupt(values, self.cfg, server_round, partition_id)
         return values

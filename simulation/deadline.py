@@ -1,4 +1,10 @@
-"""How long the server waits for replies, so that no single client can stall a run.
+"""The round's deadline: which simulated stragglers are late, and how long the server waits.
+
+The deadline does two jobs. It judges simulated delays: a straggler's reply arrives `straggle-s`
+simulated seconds after the round's work and is `late` when that is past the deadline
+(clients/faults.py); with a number this verdict is the same on every host and after every
+resume. And it bounds the server's real wait, so that no client process can stall a run: a
+reply that has not come when it runs out (a hung device) is cut off as `timeout`.
 
 `round-deadline-s = auto` (the default) derives each round's deadline from the work the rounds so
 far took on this machine: `round-deadline-factor` times the slowest complete round (at least
@@ -16,7 +22,13 @@ allowance (clients never sampled before start up and fill their caches then).
 
 A number sets every round's (and every personalization cohort's) deadline to that many seconds;
 0 waits forever (one hung client then stalls the run). Rounds cut short by a deadline do not
-count as "the work of a round".
+count as "the work of a round". Under `auto` a straggler's verdict follows this host's round
+times: set a number for a straggler study that must reproduce on other hosts.
+
+The first contact of each launch (a fresh run's first round, or a resumed run's first round or
+personalization cohort) also starts the client processes, which load the model and programs:
+its wait is at least `round-deadline-first-s` whatever number is set, so that a resumed run never
+cuts off an honest reply that the uninterrupted run, its processes already started, received.
 """
 
 from __future__ import annotations
@@ -51,6 +63,12 @@ class Deadlines:
         if self.setting == "auto":
             return self._auto()
         return float(self.setting) or None
+
+    def wait(self, deadline: float | None, first_of_launch: bool) -> float | None:
+        """Seconds the server really waits for replies under `deadline` (None: no limit)."""
+        if deadline is None or not first_of_launch:
+            return deadline
+        return max(deadline, self.first_s)
 
     def personalization(self, personal_steps: int, local_steps: int) -> float | None:
         """Seconds to wait for one cohort's personalization replies (None: no limit)."""

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from clients.app import default_device_dir
 from clients.build import build
 from clients.busy import stop_busy
-from clients.faults import adversaries, draw_faults
+from clients.faults import adversaries, draw_faults, simulated_delay_s
 from clients.partition import run_partitions
 from clients.protocol import (
     Wire,
@@ -98,6 +98,7 @@ class FederatedServer:
         self.totals = Counter()
         self._eval_warm = False
         self.deadlines = Deadlines.of(cfg)
+        self.worked = False  # whether this launch's client processes have built their models
         self.failures = FailureWatch(cfg.max_failed_rounds)
         self.log_digest = EMPTY_DIGEST  # hash chain over update_log.jsonl's rows
         self.checkpoint = load_checkpoint(run_dir) if resume else None
@@ -170,6 +171,11 @@ class FederatedServer:
         host running the simulation, not a simulated device fault, so it must not change the
         run. Resends are counted (`resent` per round, `messages_resent` in the summary), not
         billed as traffic; a message lost on every attempt is rejected as `actor-lost`."""
+        # this launch's first training or evaluation has the client processes load the model
+        # and programs (a query needs neither): never cut it short
+        if any(m.metadata.message_type != "query" for m in messages):
+            timeout = self.deadlines.wait(timeout, first_of_launch=not self.worked)
+            self.worked = True
         t0 = time.monotonic()
         replies = list(self.grid.send_and_receive(messages, timeout=timeout))
         for attempt in range(1, RESEND_ATTEMPTS + 1):
@@ -255,6 +261,14 @@ class FederatedServer:
                 continue
             unanswered.discard(pid)
             ok, reason = self.check(reply, server_round, expected)
+            if ok is not None and timeout and simulated_delay_s(cfg, server_round, pid) > timeout:
+                # a simulated straggler: a sound reply that arrives past the deadline. It
+                # rebuilt theta_t, so it holds the log it was sent
+                traffic.reply(reply, "late")
+                rejected["late"] += 1
+                errors["late"] = (-1, "a simulated straggler answered after the deadline")
+                self.cursors.settle(pid, sent=sent_len, valid=True)
+                continue
             traffic.reply(reply, reason)
             if ok is None:
                 rejected[reason] += 1
@@ -269,7 +283,7 @@ class FederatedServer:
         for pid in unanswered:  # it may or may not have read the message: ask next time
             self.cursors.settle(pid, sent=sent_len)
         if unanswered:
-            kind = "late" if timeout else "no-reply"
+            kind = "timeout" if timeout else "no-reply"
             rejected[kind] += len(unanswered)
             # no figure of this host's time in the text: metrics must not differ between runs
             errors[kind] = (-1, "no reply before the deadline" if timeout else "no reply")
@@ -449,7 +463,7 @@ class FederatedServer:
             scores = validate_eval_reply(reply.content.get("res"))
             rows.append({"client": pid, **scores} if scores else {"client": pid,
                                                                   "error": "malformed"})
-        return rows + [{"client": pid, "error": "late"} for pid in unanswered]
+        return rows + [{"client": pid, "error": "timeout"} for pid in unanswered]
 
     # -- the whole run ------------------------------------------------------------------------
     def run(self) -> dict:

@@ -32,11 +32,13 @@ class LocalGrid:
                                                 state=RecordDict(), run_config={})
                          for p in range(num_clients)}
         self.sent: list[tuple[str, int]] = []  # (message type, partition id) of every message
+        self.waits: list[float | None] = []  # the timeout of every send_and_receive
 
     def get_node_ids(self) -> list[int]:
         return list(self.contexts)
 
     def send_and_receive(self, messages, timeout=None) -> list[Message]:
+        self.waits.append(timeout)
         replies = []
         for msg in messages:
             node = msg.metadata.dst_node_id

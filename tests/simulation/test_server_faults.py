@@ -6,6 +6,7 @@ a grid that decides each message's fate (tests/simulation/local_grid.py)."""
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -80,7 +81,7 @@ def test_a_message_whose_fate_is_unknown_is_followed_by_a_cursor_query(tmp_path,
                         fates)
     srv.run()
     r1, r2, r3 = _rounds(tmp_path / "run")
-    assert r2["rejected_reasons"] == {"late": 1}
+    assert r2["rejected_reasons"] == {"timeout": 1}
     assert r3["replies"] == 3 and "rejected_reasons" not in r3
     assert r3["cursor_queries"] == 1 and ("query", 0) in grid.sent[-4:]
     # clients 1 and 2 lack round 2's block; client 0 lacks both blocks if the message never
@@ -165,6 +166,43 @@ def test_a_resumed_run_keeps_the_deadline_the_uninterrupted_run_had(tmp_path):
     assert srv.deadlines.slowest > 0 and want < srv.cfg.round_deadline_first_s
     again, _ = _server(run, ["rounds=4", "personal-steps=0", "client-eval-size=0"], resume=True)
     assert again.deadlines.round() == want  # it was the first round's allowance
+
+
+def test_a_simulated_straggler_is_late_at_once_and_keeps_the_log_it_was_sent(tmp_path):
+    """Client 0 straggles in round 2: its reply, 120 simulated seconds after the work, is past
+    the 60 s deadline. The server does not wait for it (a slept delay made the verdict depend on
+    this host's speed and on a kill and resume), and the device, which answered, holds the log:
+    round 3 sends it round 2's block like everyone else, with no cursor query."""
+    seed = _seed_where(lambda d: d[2][0].straggle and not any(
+        d[r][p].straggle for r in (1, 2, 3) for p in range(3) if (r, p) != (2, 0)),
+        straggle_prob=0.3)
+    srv, _ = _server(tmp_path / "run", [f"seed={seed}", "straggle-prob=0.3", "straggle-s=120",
+                                        "round-deadline-s=60", "rounds=3"])
+    t0 = time.monotonic()
+    srv.run()
+    assert time.monotonic() - t0 < 60
+    r1, r2, r3 = _rounds(tmp_path / "run")
+    assert r2["rejected_reasons"] == {"late": 1} and r2["replies"] == 2
+    assert r2["errors"] == {"late": "a simulated straggler answered after the deadline"}
+    assert r2["bytes_up"] > r2["bytes_up_valid"]  # the device did send its reply
+    assert r3["replies"] == 3 and "cursor_queries" not in r3
+    assert r3["log_entries_down"] == 3 * BLOCK
+
+
+def test_the_first_round_of_each_launch_waits_for_start_up(tmp_path):
+    """A fixed 5 s deadline, but the first round of a launch has the client processes load the
+    model: it waits round-deadline-first-s, on a fresh run and on a resumed one (whose
+    uninterrupted twin had its processes running), and the rounds after it wait 5 s. (The first
+    wait, None, is discovery's: every node must answer it.)"""
+    run, sets = tmp_path / "run", ["round-deadline-s=5", "round-deadline-first-s=100",
+                                   "personal-steps=0", "client-eval-size=0"]
+    srv, grid = _server(run, ["rounds=2", *sets])
+    srv.run()
+    assert grid.waits == [None, 100.0, 5.0]
+    again, grid = _server(run, ["rounds=3", *sets], resume=True)
+    again.run()
+    assert grid.waits == [None, 100.0]
+    assert [r.get("deadline_s") for r in _rounds(run)] == [5.0] * 3
 
 
 def test_a_resume_checks_the_log_without_replaying_it(tmp_path):
