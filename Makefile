@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test prepare lint clean
+.PHONY: demo test prepare lint docs clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ test: prepare
 	$(PY) -m pytest
 
 lint: $(INSTALLED)
-	$(VENV)/bin/ruff check prge clients strategies simulation tests bench
+	$(VENV)/bin/ruff check prge clients strategies simulation fedprge tests bench examples
+
+# the reference pages generated from the code (a test fails when one is stale)
+docs: $(INSTALLED)
+	$(PY) -m simulation.reference
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

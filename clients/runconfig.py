@@ -33,21 +33,27 @@ class ConfigError(ValueError):
 
 @dataclass
 class Config:
-    # model and task
-    model: str = "smollm2-135m"  # smollm2-135m | tiny | a Hugging Face id | a local directory
-    task: str = "mr"  # mr | path to a .csv/.jsonl file with text,label[,domain][,split]
+    # == model and task ==
+    # smollm2-135m | tiny (a seeded random 2-layer Llama for smoke runs) | a Hugging Face id | a
+    # local directory
+    model: str = "smollm2-135m"
+    # mr | mixed (movies, tweets, Amazon, NYT) | a .csv/.jsonl file with text, label (0..L-1)
+    # and optional domain, split columns
+    task: str = "mr"
     template: str = ""  # prompt with {text}; empty: the task's default
     label_words: list[str] = field(default_factory=list)  # one per label; empty: task default
     max_length: int = 64  # prompt tokens; the text is truncated, never the template
-    test_fraction: float = 0.2
+    test_fraction: float = 0.2  # share of the examples held out as the test split
     split_seed: int = 0  # fixed train/test split, independent of `seed`
     eval_size: int = 300  # test examples used for periodic evaluation (0: the whole test split)
     train_size: int = 0  # training examples used (the first N of the seeded split; 0: all)
-    # adapter
+    # == adapter ==
+    # LoRA-FA targets: projections (q, k, v, o, gate, up, down) and/or head (the label words'
+    # rows of the LM head)
     targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
-    layers: str = "all"  # all | last-N | I-J
-    rank: int = 8
-    # P-RGE
+    layers: str = "all"  # decoder layers adapted: all | last-N | I-J
+    rank: int = 8  # LoRA rank r (A is r x in, frozen; B is out x r, trained)
+    # == P-RGE and the inference engine ==
     engine: str = "executorch"  # executorch (exported XNNPACK program) | eager (PyTorch reference)
     quantize: str = "none"  # base weights in the ExecuTorch program: none (fp32) | int8 | int4
     program_cache_gib: float = 8.0  # lowered programs kept on disk; least recently used go first
@@ -63,21 +69,21 @@ class Config:
     mode: str = "parallel"  # parallel (one batched forward) | sequential (MeZO-style, 2q forwards)
     q: int = 2  # queries (directions) per step
     eps: float = 1e-2  # perturbation scale
-    lr: float = 1e-3
+    lr: float = 1e-3  # P-RGE step size
     lr_schedule: str = "constant"  # constant | linear | cosine (decay to 0 over `steps`)
-    batch_size: int = 8
+    batch_size: int = 8  # examples per step
     # random: each step's batch as drawn; length: the examples drawn for a round's K steps (a
     # device) or 8 steps of an epoch (`train`) regrouped into batches of similar length: the same
     # examples, less padding (prge/batching.py)
     batch_order: str = "random"  # random | length
-    steps: int = 100
+    steps: int = 100  # P-RGE steps of `fedprge train`
     eval_every: int = 25  # steps (train) or rounds (run) between test evaluations
-    # federated simulation (fedprge run)
+    # == federated simulation (fedprge run) ==
     method: str = "prge"  # prge (seeds + scalars) | zo-dense (P-RGE locally, dense B up) | fo
     fo_lr: float = 0.05  # SGD step size of method=fo (first-order FedAvg of B, backprop)
-    rounds: int = 20
-    num_clients: int = 20
-    clients_per_round: int = 4
+    rounds: int = 20  # federated rounds
+    num_clients: int = 20  # simulated devices (each holds one partition of the data)
+    clients_per_round: int = 4  # sampled each round, seeded
     local_steps: int = 2  # K: local P-RGE steps per client per round (K*q scalars uploaded)
     partition: str = "dirichlet"  # iid | dirichlet (alpha over labels) | domain
     alpha: float = 0.5  # Dirichlet concentration: smaller is more non-IID
@@ -95,30 +101,35 @@ class Config:
     # how a client that lacks log entries catches up: log (the tail it lacks), snapshot (theta_t
     # as float32) or auto (whichever message is smaller for that client; clients/protocol.py)
     catch_up: str = "auto"
-    # simulated faults, per sampled client and round (clients/faults.py)
+    # == simulated faults, adversaries and deadlines ==
+    # simulated faults are drawn per sampled client and round (clients/faults.py)
     dropout_prob: float = 0.0  # the device is offline: the server cannot reach it this round
     crash_prob: float = 0.0  # the device crashes while training: it answers with an error
     straggle_prob: float = 0.0  # the reply arrives `straggle-s` simulated seconds late
-    straggle_s: float = 2.0
+    straggle_s: float = 2.0  # a straggler's simulated delay
     hang_prob: float = 0.0  # the device never answers (a real hang: the host's guard cuts it off)
     # the round's deadline: seconds, auto (from the work of the rounds so far) or 0 (no limit: one
     # hung client stalls the run). Simulated stragglers past it are `late`; the server also waits
     # at most this long for replies (simulation/deadline.py)
     round_deadline_s: float | str = "auto"
-    # auto: this many times the slowest complete round, at least -min-s; -first-s before any
+    # auto: this many times the slowest complete round so far (checkpointed, so a resumed run
+    # keeps the uninterrupted run's deadlines)
     round_deadline_factor: float = 10.0
-    round_deadline_min_s: float = 60.0
+    round_deadline_min_s: float = 60.0  # auto: never less
+    # auto: before any round completed; with any setting, the least the first training round of
+    # each launch waits (its client processes load the model and programs)
     round_deadline_first_s: float = 900.0
     # stop the run (resumable, exit 1) after this many rounds in a row that reached clients and
     # got no valid reply (0: never; raise it for studies of very high fault rates)
     max_failed_rounds: int = 5
     byzantine_fraction: float = 0.0  # clients that corrupt what they send (a fixed set)
-    byzantine_attack: str = "scale"  # scale | sign-flip | random
-    byzantine_scale: float = 100.0
+    byzantine_attack: str = "scale"  # scale | sign-flip | random | examples-lie
+    byzantine_scale: float = 100.0  # how strongly adversaries scale or flip their values
+    # == Ray (the simulation backend) ==
     client_cpus: float = 1.0  # Ray CPUs per client; concurrency = cores / client-cpus
     ray_cpus: int = 0  # CPUs the local Ray offers (0: every core); actors = ray-cpus / client-cpus
     ray_address: str = ""  # attach to a running Ray cluster (e.g. "auto" or "HOST:6379")
-    # run
+    # == run ==
     seed: int = 0  # every random number of a run derives from it
     threads: int = 0  # torch threads per process (0: torch's default)
     out: str = "runs"  # parent of run directories (unless --out names one)
@@ -272,6 +283,26 @@ def _scalar_from_text(text: str) -> Any:
         return text
 
 
+def _edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: insertions, deletions and substitutions of one character."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, start=1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def closest_key(key: str, known) -> str | None:
+    """The known key a typo most likely meant: `batch_size` -> batch-size, `round` -> rounds;
+    None when nothing is within a third of the key's length."""
+    spelled = key.replace("_", "-").lower()
+    if spelled in known:
+        return spelled
+    distance, best = min((_edit_distance(spelled, k), k) for k in known)
+    return best if distance <= max(1, len(spelled) // 3) else None
+
+
 def _apply(values: dict[str, Any], key: str, raw: Any, from_text: bool) -> None:
     types_by_key = _field_types()
     table, dot, arg = key.partition(".")
@@ -282,8 +313,8 @@ def _apply(values: dict[str, Any], key: str, raw: Any, from_text: bool) -> None:
         values.setdefault(table, {})[arg] = value
         return
     if key not in types_by_key:
-        hint = key.replace("_", "-")
-        extra = f" (did you mean {hint!r}?)" if hint in types_by_key else ""
+        hint = closest_key(key, types_by_key)
+        extra = f" (did you mean {hint!r}?)" if hint else ""
         raise ConfigError(f"unknown config key {key!r}{extra}")
     values[key] = _coerce(key, raw, types_by_key[key], from_text)
 

@@ -22,6 +22,8 @@ def test_toml_then_overrides(tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     (["qq=1"], "unknown config key 'qq'"),
     (["batch_size=3"], "did you mean 'batch-size'"),
+    (["round=5"], "unknown config key 'round' (did you mean 'rounds'?)"),
+    (["clients-per-rnd=2"], "did you mean 'clients-per-round'"),
     (["q=two"], "q='two' is not a valid int"),
     (["eps=abc"], "eps='abc' is not a valid float"),
     (["q=0"], "q=0 must be >= 1"),
@@ -40,6 +42,12 @@ def test_user_mistakes_name_the_key(overrides, message):
         load_config(None, overrides)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_an_unknown_key_far_from_every_key_gets_no_guess():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["learning-rate=1"])
+    assert str(err.value) == "unknown config key 'learning-rate'"
 
 
 def test_toml_type_errors_and_missing_file(tmp_path):
@@ -61,3 +69,23 @@ def test_every_shipped_config_is_valid():
     assert shipped
     for path in shipped:
         assert isinstance(load_config(path), Config)
+
+
+def test_the_flower_apps_run_config_is_valid_and_its_fault_keys_are_the_defaults():
+    """`flwr run .` starts from pyproject.toml's [tool.flwr.app.config]: every key there must be
+    a config key that parses, and the fault and deadline keys (declared so that --run-config may
+    set them) must hold the same defaults as `fedprge run`."""
+    import tomllib
+    from pathlib import Path
+
+    from clients.runconfig import Config, config_from_flower
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    declared = tomllib.loads(pyproject.read_text())["tool"]["flwr"]["app"]["config"]
+    cfg = config_from_flower(declared).cfg  # raises ConfigError on an unknown key or bad value
+    defaults = Config()
+    for key in ("dropout-prob", "crash-prob", "straggle-prob", "straggle-s", "hang-prob",
+                "round-deadline-s"):
+        assert key in declared, key
+        attr = key.replace("-", "_")
+        assert getattr(cfg, attr) == getattr(defaults, attr), key
