@@ -117,17 +117,32 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+def flat_configs(runs: list[Run]) -> list[dict[str, Any] | None]:
+    """Each run's config flattened (strategy-args.trim) over today's defaults, since a key
+    missing from a config written by an older version had its default value then; None for a
+    run without config.json."""
+    defaults = _defaults()
+    return [_flatten({**defaults, **r.config}) if r.config else None for r in runs]
+
+
+def differing_keys(runs: list[Run], ignore: frozenset[str] = frozenset(),
+                   flats: list[dict[str, Any] | None] | None = None) -> list[str]:
+    """The flattened config keys whose values differ between the runs (less `ignore` and the
+    keys that only say where files went), the keys a reader looks for first in front: what
+    tells the runs apart, for a label or a column. `flats`: flat_configs(runs), if at hand."""
+    known = [f for f in (flat_configs(runs) if flats is None else flats) if f is not None]
+    keys = sorted({k for f in known for k in f} - _NOT_A_DIFFERENCE - ignore)
+    differing = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in known}) > 1]
+    differing.sort(key=lambda k: (_LABEL_ORDER.index(k) if k in _LABEL_ORDER else len(_LABEL_ORDER), k))
+    return differing
+
+
 def labels(runs: list[Run], ignore: frozenset[str] = frozenset()) -> list[str]:
     """"method=fo q=16": the config keys whose values differ between the runs (less `ignore`).
     A run with no config, or runs that do not differ, fall back to the directory name; labels
     that would still collide get the directory name appended."""
-    # a key missing from a config written by an older version had its default value then
-    defaults = _defaults()
-    flats = [_flatten({**defaults, **r.config}) if r.config else None for r in runs]
-    known = [f for f in flats if f is not None]
-    keys = sorted({k for f in known for k in f} - _NOT_A_DIFFERENCE - ignore)
-    differing = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in known}) > 1]
-    differing.sort(key=lambda k: (_LABEL_ORDER.index(k) if k in _LABEL_ORDER else len(_LABEL_ORDER), k))
+    flats = flat_configs(runs)
+    differing = differing_keys(runs, ignore, flats)
     out = []
     for run, flat in zip(runs, flats, strict=True):
         parts = [f"{k}={_show(flat[k])}" for k in differing if flat is not None and k in flat]
@@ -135,6 +150,24 @@ def labels(runs: list[Run], ignore: frozenset[str] = frozenset()) -> list[str]:
     clashes = {label for label in out if out.count(label) > 1}
     return [f"{label} ({run.path.name})" if label in clashes and label != run.path.name else label
             for label, run in zip(out, runs, strict=True)]
+
+
+def cumulative_bytes(run: Run) -> list[tuple[int, int]] | None:
+    """(bytes up, bytes down) sent from the start of the run to the end of each record of
+    `run.metrics`, summed over the records that count bytes (the training rounds; round 0, the
+    zero-shot evaluation, sent nothing). None for a run that counts no bytes at all (a
+    centralized `fedprge train`): zero would claim it communicated for free. The same running
+    total as `fedprge plot`'s bytes axis (up + down, records without counts add nothing), split
+    by direction so that a reader can plot either."""
+    up = down = 0
+    totals, counted = [], False
+    for m in run.metrics:
+        if "bytes_up" in m or "bytes_down" in m:
+            counted = True
+            up += int(m.get("bytes_up", 0))
+            down += int(m.get("bytes_down", 0))
+        totals.append((up, down))
+    return totals if counted else None
 
 
 @dataclass

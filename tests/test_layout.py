@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("prge", "clients", "strategies", "simulation")
+PACKAGES = ("prge", "clients", "strategies", "simulation", "fedprge")
 
 
 def _modules() -> dict[str, Path]:
