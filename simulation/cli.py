@@ -61,6 +61,16 @@ def _percent(text: str) -> float:
     return value / 100
 
 
+def _axes(text: str) -> list[str]:
+    """"bytes-up,time" -> ["bytes-up", "time"] (a usage error naming the axes otherwise)."""
+    from simulation.plot import parse_axes
+
+    try:
+        return parse_axes(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _add_analysis_parsers(sub) -> None:
     sw = sub.add_parser("sweep", help="one `run` per point of a grid of config values (resumable)")
     sw.add_argument("--config", help="TOML file of kebab-case keys (the base of every point)")
@@ -72,15 +82,25 @@ def _add_analysis_parsers(sub) -> None:
     # required: re-running the same command must find the same directory to resume it
     sw.add_argument("--out", required=True, help="sweep directory (re-run the command to resume)")
     sw.add_argument("--quiet", action="store_true", help="no per-point progress lines")
-    pl = sub.add_parser("plot", help="accuracy vs bytes, rounds and wall-clock time (PNG)")
+    pl = sub.add_parser("plot", help="accuracy vs bytes up, bytes, rounds and wall-clock time")
     pl.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run or sweep directories")
-    pl.add_argument("--out", help="directory for the PNGs (default: the one directory given, "
+    pl.add_argument("--out", help="directory for the figures (default: the one directory given, "
                                   "else the directory holding all of them)")
     pl.add_argument("--metric", choices=["both", "test_acc_cal", "test_acc"], default="both",
                     help="both: calibrated solid, raw dashed (default)")
-    rp = sub.add_parser("report", help="a markdown table comparing runs")
+    pl.add_argument("--x", dest="axes", action="append", type=_axes, metavar="AXIS",
+                    help="x axis of a figure: bytes-up (cumulative bytes uploaded), bytes (up + "
+                         "down), rounds, time; repeatable or comma-separated (default: all four, "
+                         "one figure each)")
+    pl.add_argument("--format", dest="fmt", choices=["png", "pdf", "svg"], default="png",
+                    help="figure file format (default: png)")
+    pl.add_argument("--csv", action="store_true",
+                    help="also write the plotted points next to each figure (<figure>.csv)")
+    rp = sub.add_parser("report", help="a table comparing runs (markdown, CSV or LaTeX)")
     rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run or sweep directories")
-    rp.add_argument("--out", metavar="FILE.md", help="also write the table here")
+    rp.add_argument("--format", dest="fmt", choices=["md", "csv", "latex"], default="md",
+                    help="md: a markdown table (default); csv; latex: a booktabs tabular")
+    rp.add_argument("--out", metavar="FILE", help="also write the table here")
     rp.add_argument("--per-seed", action="store_true",
                     help="one row per run even where runs differ only in seed (default: one row "
                          "per setting, accuracy as mean ± 95 %% CI over its seeds)")
@@ -135,7 +155,9 @@ def _sweep(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from simulation.plot import plot
 
-    for path in plot(args.runs, out=args.out, metric=args.metric):
+    axes = [name for names in args.axes or [] for name in names]
+    for path in plot(args.runs, out=args.out, metric=args.metric, x=axes, fmt=args.fmt,
+                     write_csv=args.csv):
         print(path)
     return 0
 
@@ -143,7 +165,8 @@ def _plot(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from simulation.report import report
 
-    print(report(args.runs, out=args.out, per_seed=args.per_seed, targets=args.targets), end="")
+    print(report(args.runs, out=args.out, per_seed=args.per_seed, targets=args.targets, fmt=args.fmt),
+          end="")
     return 0
 
 

@@ -1,9 +1,19 @@
 """`fedprge plot`: accuracy against communication, rounds and wall-clock time, one line per run.
 
-Three PNGs: acc_vs_bytes.png (cumulative bytes up + down over the training rounds, log x axis),
-acc_vs_round.png and acc_vs_time.png. By default the calibrated accuracy is drawn solid and the
-raw accuracy dashed in the same colour; --metric picks one of them alone. Runs that differ only
-in `seed` are drawn as one line, their mean, with a band for the 95 % confidence interval.
+One figure per x axis (`--x`, default all four): acc_vs_bytes_up (cumulative bytes the clients
+uploaded, log x axis), acc_vs_bytes (bytes up + down), acc_vs_round and acc_vs_time, as PNG, PDF
+or SVG (`--format`). By default the calibrated accuracy is drawn solid and the raw accuracy
+dashed in the same colour; --metric picks one of them alone. Runs that differ only in `seed` are
+drawn as one line, their mean, with a band for the 95 % confidence interval. The legend names
+the config keys that differ between the lines (rundata.labels), nothing else.
+
+A dotted horizontal line marks the zero-shot accuracy (the round-0 evaluation, before any
+training) of the metric drawn solid: one line labelled "zero-shot" when every run starts from
+the same accuracy (one model, task and evaluation set), else one per distinct starting accuracy,
+each annotated with the config keys that set it apart (e.g. "model=tiny").
+
+`--csv` writes next to each figure the points it draws (acc_vs_round.csv beside
+acc_vs_round.pdf): one row per point of every line, and one per zero-shot line.
 
 Matplotlib is driven through a bare Figure and the Agg canvas, not pyplot: no GUI backend is
 ever touched and no global state leaks into a caller that has its own plotting going on.
@@ -11,15 +21,34 @@ ever touched and no global state leaks into a caller that has its own plotting g
 
 from __future__ import annotations
 
+import csv
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from simulation.rundata import Run, SeedGroup, default_out_dir, has_seed_axis, load_runs, seed_groups
+from simulation.rundata import (
+    Run,
+    SeedGroup,
+    default_out_dir,
+    differing_keys,
+    flat_configs,
+    has_seed_axis,
+    load_runs,
+    seed_groups,
+)
 from simulation.stats import mean_ci
 
 METRICS = {"both": ("test_acc_cal", "test_acc"), "test_acc_cal": ("test_acc_cal",),
            "test_acc": ("test_acc",)}
 _STYLE = {"test_acc_cal": "-", "test_acc": "--"}
 _NAME = {"test_acc_cal": "calibrated", "test_acc": "raw"}
+AXES = ("bytes-up", "bytes", "rounds", "time")  # --x, in the order figures are written by default
+FORMATS = ("png", "pdf", "svg")
+_FILE = {"bytes-up": "acc_vs_bytes_up", "bytes": "acc_vs_bytes", "rounds": "acc_vs_round",
+         "time": "acc_vs_time"}
+_ZERO_SHOT = "zero-shot"
 
 
 def _x_round(run: Run) -> dict[int, float]:
@@ -27,21 +56,56 @@ def _x_round(run: Run) -> dict[int, float]:
     return {i: float(m.get("round", m.get("step", i))) for i, m in enumerate(run.metrics)}
 
 
-def _x_bytes(run: Run) -> dict[int, float]:
-    """Cumulative bytes after each round. Round 0 (zero-shot, nothing sent) has no place on a
-    log axis and is left out; a run without byte counts (centralized train) has no points."""
+def _cumulative(run: Run, fields: tuple[str, ...]) -> dict[int, float]:
+    """Index of each record -> the bytes of `fields` sent up to the end of it. Round 0
+    (zero-shot, nothing sent) has no place on a log axis and is left out; a run without byte
+    counts (centralized train) has no points."""
     total, xs = 0, {}
     for i, m in enumerate(run.metrics):
         if "bytes_up" not in m and "bytes_down" not in m:
             continue
-        total += m.get("bytes_up", 0) + m.get("bytes_down", 0)
+        total += sum(m.get(f, 0) for f in fields)
         if total > 0:
             xs[i] = float(total)
     return xs
 
 
+def _x_bytes(run: Run) -> dict[int, float]:
+    """Cumulative bytes up + down after each round."""
+    return _cumulative(run, ("bytes_up", "bytes_down"))
+
+
+def _x_bytes_up(run: Run) -> dict[int, float]:
+    """Cumulative bytes the clients uploaded after each round (what P-RGE saves)."""
+    return _cumulative(run, ("bytes_up",))
+
+
 def _x_time(run: Run) -> dict[int, float]:
     return {i: float(m["elapsed_s"]) for i, m in enumerate(run.metrics) if "elapsed_s" in m}
+
+
+@dataclass(frozen=True)
+class _Axis:
+    x_of: Callable[[Run], dict[int, float]]
+    label: str
+    column: str  # the x column of the CSV, with its unit
+    log: bool = False
+    scale: float = 1.0  # x is divided by it (seconds to minutes)
+
+
+def _axis(name: str, runs: list[Run]) -> _Axis:
+    if name == "bytes-up":
+        return _Axis(_x_bytes_up, "cumulative bytes uploaded by clients", "x_bytes_up", log=True)
+    if name == "bytes":
+        return _Axis(_x_bytes, "cumulative bytes sent (up + down)", "x_bytes_up_down", log=True)
+    if name == "rounds":
+        return _Axis(_x_round, "round", "x_round")
+    if name == "time":
+        longest = max((t for r in runs for t in _x_time(r).values()), default=0.0)
+        if longest > 600:  # seconds read badly past ten minutes
+            return _Axis(_x_time, "wall-clock time (min)", "x_time_min", scale=60.0)
+        return _Axis(_x_time, "wall-clock time (s)", "x_time_s")
+    raise ValueError(f"unknown x axis {name!r} (one of {', '.join(AXES)})")
 
 
 def _color(n: int, total: int):
@@ -62,7 +126,8 @@ def _series(run: Run, x_of, key: str, x_scale: float) -> dict[float, tuple[float
 
 def _band(group: SeedGroup, x_of, key: str, x_scale: float):
     """Mean over seeds at the rounds every seed evaluated, with the 95 % t interval:
-    (xs, means, lows, highs). x is the seeds' mean x there (bytes and seconds can differ)."""
+    (rounds, xs, means, lows, highs). x is the seeds' mean x there (bytes and seconds can
+    differ)."""
     series = [_series(r, x_of, key, x_scale) for r in group.runs]
     common = sorted(set.intersection(*(set(s) for s in series)))
     xs, means, lows, highs = [], [], [], []
@@ -73,11 +138,54 @@ def _band(group: SeedGroup, x_of, key: str, x_scale: float):
         means.append(mean)
         lows.append(mean - (half or 0.0))
         highs.append(mean + (half or 0.0))
-    return xs, means, lows, highs
+    return common, xs, means, lows, highs
 
 
-def _figure(groups: list[SeedGroup], x_of, keys: tuple[str, ...], xlabel: str, path: Path,
-            log_x: bool = False, x_scale: float = 1.0) -> Path:
+def _zero_shot(run: Run, key: str) -> float | None:
+    """The run's accuracy before training: its round-0 (step-0) evaluation, in %."""
+    rounds = _x_round(run)
+    return next((100 * m[key] for i, m in enumerate(run.metrics)
+                 if rounds[i] == 0 and m.get(key) is not None), None)
+
+
+def _show(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def zero_shot_lines(runs: list[Run], key: str) -> list[tuple[str, float, int]]:
+    """(label, accuracy in %, runs) for each distinct zero-shot accuracy among `runs`, in order
+    of first appearance. One: labelled "zero-shot". Several (different models, tasks or
+    evaluation sets): each labelled "zero-shot (model=tiny)" with the config keys that hold
+    one value within it and differ between them, or with its accuracy when no key does."""
+    classes: dict[float, list[Run]] = {}
+    for run in runs:
+        value = _zero_shot(run, key)
+        if value is not None:
+            classes.setdefault(round(value, 9), []).append(run)  # float noise is not a difference
+    if len(classes) <= 1:
+        return [(_ZERO_SHOT, v, len(rs)) for v, rs in classes.items()]
+    members = list(classes.values())
+    flats = flat_configs(runs)
+    flat = {id(r): f for r, f in zip(runs, flats, strict=True)}
+    keys = [k for k in differing_keys(runs, frozenset({"seed"}), flats)
+            if all(flat[id(r)] is not None for r in runs)
+            and all(len({json.dumps(flat[id(r)].get(k), sort_keys=True) for r in rs}) == 1
+                    for rs in members)]
+    out = []
+    for value, rs in classes.items():
+        parts = " ".join(f"{k}={_show(flat[id(rs[0])].get(k))}" for k in keys) or f"{value:.1f} %"
+        out.append((f"{_ZERO_SHOT} ({parts})", value, len(rs)))
+    return out
+
+
+def _fmt(value: float) -> str:
+    """12 significant digits: 55, not the 55.00000000000001 of 100 * 0.55."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.12g}"
+
+
+def _figure(groups: list[SeedGroup], axis: _Axis, keys: tuple[str, ...], path: Path,
+            csv_path: Path | None = None) -> Path:
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -85,13 +193,16 @@ def _figure(groups: list[SeedGroup], x_of, keys: tuple[str, ...], xlabel: str, p
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     banded = False
+    rows: list[list[Any]] = []
     for n, group in enumerate(groups):
         color = _color(n, len(groups))
         labelled = False  # one legend entry per run (or setting), on its first drawn line
         for key in keys:
-            xs, means, lows, highs = _band(group, x_of, key, x_scale)
+            rounds, xs, means, lows, highs = _band(group, axis.x_of, key, axis.scale)
             if not xs:
                 continue
+            rows += [[group.label, key, _fmt(t), _fmt(x), _fmt(m), _fmt(lo), _fmt(hi), len(group.runs)]
+                     for t, x, m, lo, hi in zip(rounds, xs, means, lows, highs, strict=True)]
             label = None if labelled else group.label
             if len(group.runs) > 1:
                 label = label and f"{label} ({len(group.runs)} seeds)"
@@ -99,9 +210,24 @@ def _figure(groups: list[SeedGroup], x_of, keys: tuple[str, ...], xlabel: str, p
                 banded = True
             ax.plot(xs, means, _STYLE[key], color=color, marker="o", markersize=3, label=label)
             labelled = True
-    if log_x:
+    lines = zero_shot_lines([r for g in groups for r in g.runs], keys[0])
+    for i, (label, value, count) in enumerate(lines):
+        # with both metrics drawn, say which one it is the start of (the raw one starts lower)
+        legend = _ZERO_SHOT if len(keys) == 1 else f"{_ZERO_SHOT} ({_NAME[keys[0]]})"
+        ax.axhline(value, linestyle=":", color="0.2", linewidth=1.2, label=legend if i == 0 else None)
+        if len(lines) > 1:  # which start is which: named on the line, at its right end
+            ax.annotate(label.removeprefix(_ZERO_SHOT).strip(" ()"), (1.0, value),
+                        xycoords=ax.get_yaxis_transform(), xytext=(-3, 2),
+                        textcoords="offset points", ha="right", va="bottom", fontsize="x-small",
+                        color="0.2")
+        rows.append([label, keys[0], "0", "", _fmt(value), _fmt(value), _fmt(value), count])
+    if axis.log:
         ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
+    if axis.x_of is _x_round:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no round 0.25
+    ax.set_xlabel(axis.label)
     ylabel = "test accuracy (%)"
     if len(keys) > 1:
         ylabel += "\nsolid: " + _NAME[keys[0]] + ", dashed: " + _NAME[keys[1]]
@@ -113,11 +239,37 @@ def _figure(groups: list[SeedGroup], x_of, keys: tuple[str, ...], xlabel: str, p
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[1]:
         ax.legend(fontsize="small")
-    fig.savefig(path, dpi=120)
+    # TrueType fonts in PDFs (publishers refuse Type 3), no timestamp: same runs, same bytes
+    fmt = path.suffix.lstrip(".")
+    metadata = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}.get(fmt)
+    with matplotlib.rc_context({"pdf.fonttype": 42, "svg.hashsalt": "fedprge"}):
+        fig.savefig(path, dpi=120, metadata=metadata)
+    if csv_path is not None:
+        with csv_path.open("w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(["series", "metric", "round", axis.column, "y_mean", "y_low", "y_high",
+                             "n_seeds"])
+            writer.writerows(rows)
     return path
 
 
-def plot(paths: list[str | Path], out: str | Path | None = None, metric: str = "both") -> list[Path]:
+def parse_axes(text: str) -> list[str]:
+    """"bytes-up,time" -> ["bytes-up", "time"] (a ValueError listing the axes otherwise)."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in AXES]
+    if unknown or not names:
+        raise ValueError(f"{text!r}: an x axis is one of {', '.join(AXES)}")
+    return names
+
+
+def plot(paths: list[str | Path], out: str | Path | None = None, metric: str = "both",
+         x: Sequence[str] | None = None, fmt: str = "png", write_csv: bool = False) -> list[Path]:
+    """One figure per x axis of `x` (default: all of AXES, in that order) in `fmt`; with
+    `write_csv`, each figure's CSV follows it in the list of files written."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    axes = list(dict.fromkeys(x or AXES))  # each once, in the order asked
+    parse_axes(",".join(axes))  # an unknown name fails before anything is read or written
     runs = load_runs(paths)
     # runs that differ only in seed: one line (their mean) and a band; unless none repeats
     groups = seed_groups(runs)
@@ -125,13 +277,11 @@ def plot(paths: list[str | Path], out: str | Path | None = None, metric: str = "
         groups = [SeedGroup([r], r.label) for r in runs]
     out_dir = Path(out) if out else default_out_dir(paths)
     out_dir.mkdir(parents=True, exist_ok=True)
-    keys = METRICS[metric]
-    longest = max((t for r in runs for t in _x_time(r).values()), default=0.0)
-    minutes = longest > 600  # seconds read badly past ten minutes
-    return [
-        _figure(groups, _x_bytes, keys, "cumulative bytes sent (up + down)", out_dir / "acc_vs_bytes.png",
-                log_x=True),
-        _figure(groups, _x_round, keys, "round", out_dir / "acc_vs_round.png"),
-        _figure(groups, _x_time, keys, "wall-clock time (min)" if minutes else "wall-clock time (s)",
-                out_dir / "acc_vs_time.png", x_scale=60.0 if minutes else 1.0),
-    ]
+    written = []
+    for name in axes:
+        figure = out_dir / f"{_FILE[name]}.{fmt}"
+        table = figure.with_suffix(".csv") if write_csv else None
+        written.append(_figure(groups, _axis(name, runs), METRICS[metric], figure, table))
+        if table is not None:
+            written.append(table)
+    return written

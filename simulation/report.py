@@ -1,4 +1,4 @@
-"""`fedprge report`: one markdown table row per run, for pasting into notes or a pull request.
+"""`fedprge report`: one table row per run, for pasting into notes, a pull request or a paper.
 
 Numbers come from summary.json; a run killed before writing it still gets a row, rebuilt from
 metrics.jsonl (the last evaluation, the bytes summed over the rounds it finished) and marked
@@ -6,10 +6,16 @@ metrics.jsonl (the last evaluation, the bytes summed over the rounds it finished
 
 Runs that differ only in `seed` are folded into one row per setting: accuracies as mean ± 95 %
 confidence interval (Student's t over the seeds), costs as means (`--per-seed` lists every run).
+
+The same cells in three formats (`--format`): a markdown table (the default), CSV (one header
+row, then the rows) and a LaTeX tabular in booktabs style (top, middle and bottom rules; the
+document needs the booktabs package), with LaTeX's special characters escaped.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,6 +112,9 @@ def group_row(group: SeedGroup) -> list[str]:
             duration(_mean(col("wall_s")))]
 
 
+FORMATS = ("md", "csv", "latex")
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")  # a pipe in a label would split the markdown cell
 
@@ -117,27 +126,71 @@ def _markdown(header: list[str], rows: list[list[str]], text_columns: int) -> st
     return "\n".join(lines) + "\n"
 
 
-def table(runs: list[Run], targets: Sequence[float] = ()) -> str:
-    return _markdown(HEADER + [header(t) for t in targets],
-                     [row(run) + [cell([run], t) for t in targets] for run in runs], 3)
+def _csv(header: list[str], rows: list[list[str]], text_columns: int) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
-def seed_table(groups: list[SeedGroup], targets: Sequence[float] = ()) -> str:
-    return _markdown(SEED_HEADER + [header(t) for t in targets],
-                     [group_row(g) + [cell(g.runs, t) for t in targets] for g in groups], 4)
+# Characters LaTeX reads as commands in text mode, and what prints them; ± and · as math so that
+# the table compiles without a Unicode-aware engine or package.
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+          "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+          "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}", "±": r"$\pm$",
+          "·": r"$\cdot$"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX.get(ch, ch) for ch in text)
+
+
+def _latex(header: list[str], rows: list[list[str]], text_columns: int) -> str:
+    spec = "l" * text_columns + "r" * (len(header) - text_columns)  # numbers right
+    line = lambda cells: " & ".join(latex_escape(c) for c in cells) + r" \\"  # noqa: E731
+    lines = [r"% needs \usepackage{booktabs}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             line(header), r"\midrule", *map(line, rows), r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+_RENDER = {"md": _markdown, "csv": _csv, "latex": _latex}
+
+
+def _table(runs: list[Run], targets: Sequence[float]) -> tuple[list[str], list[list[str]], int]:
+    """(header, rows, how many leading columns are text) of one row per run."""
+    return (HEADER + [header(t) for t in targets],
+            [row(run) + [cell([run], t) for t in targets] for run in runs], 3)
+
+
+def _seed_table(groups: list[SeedGroup], targets: Sequence[float]) -> tuple[list[str], list[list[str]], int]:
+    """(header, rows, how many leading columns are text) of one row per setting."""
+    return (SEED_HEADER + [header(t) for t in targets],
+            [group_row(g) + [cell(g.runs, t) for t in targets] for g in groups], 4)
+
+
+def table(runs: list[Run], targets: Sequence[float] = (), fmt: str = "md") -> str:
+    return _RENDER[fmt](*_table(runs, targets))
+
+
+def seed_table(groups: list[SeedGroup], targets: Sequence[float] = (), fmt: str = "md") -> str:
+    return _RENDER[fmt](*_seed_table(groups, targets))
 
 
 def report(paths: list[str | Path], out: str | Path | None = None, per_seed: bool = False,
-           targets: Sequence[float] = ()) -> str:
+           targets: Sequence[float] = (), fmt: str = "md") -> str:
     """One row per run; when some runs differ only in `seed` (a sweep with a seed axis), one
     row per setting with mean ± 95 % CI over its seeds instead, unless `per_seed`. Each of
-    `targets` (calibrated accuracies, 0-1) adds a cost-to-target column."""
+    `targets` (calibrated accuracies, 0-1) adds a cost-to-target column. `fmt`: md, csv or
+    latex; `out`: a file to write the table to as well."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     runs = load_runs(paths)
     groups = seed_groups(runs)
     if has_seed_axis(groups) and not per_seed:
-        text = seed_table(groups, targets)
+        text = seed_table(groups, targets, fmt)
     else:
-        text = table(runs, targets)
+        text = table(runs, targets, fmt)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text)

@@ -1,10 +1,14 @@
 """`fedprge report` on run directories written here by hand: exact cells, labels, sweep dirs."""
 
+import csv
+import io
 import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from simulation.cli import main
 from simulation.rundata import load_runs
 from simulation.rundir import write_json
 from simulation.sweep import point_name
@@ -214,3 +218,59 @@ def test_a_killed_runs_upload_per_client_counts_the_clients_that_uploaded(tmp_pa
 
     row = report([tmp_path / "killed"]).splitlines()[2]
     assert "| 7.0 KiB | 2.0 KiB | 2.0 KiB |" in row, row
+
+
+def test_csv_format_has_the_markdown_cells(tmp_path, capsys):
+    a, b = run_a(tmp_path / "a"), run_b(tmp_path / "b")
+    out = tmp_path / "tables" / "report.csv"
+    assert main(["report", str(a), str(b), "--format", "csv", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert out.read_text() == text
+    markdown = (HEADER + ROW_A + ROW_B).splitlines()
+    cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in markdown]
+    assert list(csv.reader(io.StringIO(text))) == [cells[0], *cells[2:]]  # no alignment row
+
+
+def test_latex_format_is_a_booktabs_tabular(tmp_path, capsys):
+    a, b = run_a(tmp_path / "a"), run_b(tmp_path / "b")
+    assert main(["report", str(a), str(b), "--format", "latex", "--target", "70"]) == 0
+    assert capsys.readouterr().out == (
+        "% needs \\usepackage{booktabs}\n"
+        "\\begin{tabular}{lllrrrrrrrrrrr}\n"
+        "\\toprule\n"
+        "run & method & strategy & q & K & clients/round & final acc (raw / cal) & best cal acc (round) "
+        "& client personalized acc & bytes up & bytes down & up / client / round & wall time "
+        "& to 70 \\% cal (bytes $\\cdot$ time) \\\\\n"
+        "\\midrule\n"
+        "method=prge q=4 & prge & mean & 4 & 2 & 2 & 62.5 \\% / 65.0 \\% & 70.0 \\% (1) & 75.0 \\% "
+        "& 400 B & 400 B & 100 B & 3.5 s & 300 B $\\cdot$ 1.0 s (r 1) \\\\\n"
+        "method=fo q=16 & fo & mean & 16 & 2 & 2 & 80.0 \\% / 85.0 \\% & 85.0 \\% (2) & - "
+        "& 3.0 MiB & 4.0 KiB & 768.0 KiB & 2.5 min & 3.0 MiB $\\cdot$ 2.0 min (r 2) \\\\\n"
+        "\\bottomrule\n"
+        "\\end{tabular}\n")
+    # a label from a directory name, and the seed table's intervals
+    odd = run_a(tmp_path / "run_1 #2 & co")
+    out = tmp_path / "table.tex"
+    assert main(["report", str(odd), "--format", "latex", "--out", str(out)]) == 0
+    assert out.read_text() == capsys.readouterr().out
+    assert "\nrun\\_1 \\#2 \\& co & prge &" in out.read_text()
+    seeds = [seeded(tmp_path / f"s{i}", i, cal, 0.75) for i, cal in enumerate((0.65, 0.70, 0.75))]
+    assert main(["report", *map(str, seeds), "--format", "latex"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "\\begin{tabular}{llllrrrrrrrrrr}"  # setting, seeds, method, strategy: text
+    assert lines[5].startswith("s0 & 3 (0,1,2) & prge & mean & 4 & 2 & 2 & 62.5 $\\pm$ 0.0 \\% "
+                               "/ 70.0 $\\pm$ 12.4 \\% &")
+
+
+def test_latex_escapes_every_special_character():
+    from simulation.report import latex_escape
+
+    assert latex_escape("50% of a_b & #1 {x} ~^ \\ $ | < > ± ·") == (
+        "50\\% of a\\_b \\& \\#1 \\{x\\} \\textasciitilde{}\\textasciicircum{} \\textbackslash{} "
+        "\\$ \\textbar{} \\textless{} \\textgreater{} $\\pm$ $\\cdot$")
+
+
+def test_an_unknown_format_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as usage:
+        main(["report", str(run_a(tmp_path / "a")), "--format", "html"])
+    assert usage.value.code == 2 and "invalid choice: 'html'" in capsys.readouterr().err

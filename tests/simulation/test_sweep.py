@@ -181,5 +181,5 @@ def test_real_sweep_resumes_and_feeds_report_and_plot(tmp_path):
     assert all("| prge | mean | " in r for r in rows)
     plots = fedprge("plot", str(out))
     assert plots.returncode == 0, plots.stderr
-    assert plots.stdout.split() == [str(out / n) for n in ("acc_vs_bytes.png", "acc_vs_round.png",
-                                                           "acc_vs_time.png")]
+    assert plots.stdout.split() == [str(out / n) for n in ("acc_vs_bytes_up.png", "acc_vs_bytes.png",
+                                                           "acc_vs_round.png", "acc_vs_time.png")]
