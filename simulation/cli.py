@@ -1,4 +1,4 @@
-"""`fedprge` command line: prepare, train, run, sweep, plot, report."""
+"""`fedprge` command line: prepare, train, run, config, sweep, plot, report."""
 
 from __future__ import annotations
 
@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--trust-strategy", metavar="MODULE:CLASS",
                      help="with --resume: load this plug-in strategy, which the run's config "
                           "names (resuming never imports code a run directory names otherwise)")
+    cf = sub.add_parser("config", help="the resolved config and where each value came from")
+    cf.add_argument("action", choices=["show", "validate"],
+                    help="show: TOML that --config reads back, each key with its source; "
+                         "validate: check it (exit 2 and one line on a mistake)")
+    cf.add_argument("--config", help="TOML file of kebab-case keys")
+    cf.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one config key (repeatable)")
     _add_analysis_parsers(sub)
     return parser
 
@@ -146,6 +153,14 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> int:
+    from simulation import config_cmd
+
+    action = config_cmd.show if args.action == "show" else config_cmd.validate
+    print(action(args.config, args.overrides), end="")
+    return 0
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from simulation.sweep import run_sweep
 
@@ -174,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     quiet_library_warnings()
     args = _parser().parse_args(argv)
-    handlers = {"prepare": _prepare, "train": _train, "run": _run, "sweep": _sweep, "plot": _plot,
-                "report": _report}
+    handlers = {"prepare": _prepare, "train": _train, "run": _run, "config": _config,
+                "sweep": _sweep, "plot": _plot, "report": _report}
     try:
         return handlers[args.command](args)
     except _user_errors() as err:

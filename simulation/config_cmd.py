@@ -1,0 +1,58 @@
+"""`fedprge config show|validate`: the resolved config of a command line, and where each value
+came from (the defaults, the TOML file, or --set).
+
+`show` prints TOML that `--config` reads back to the same config, one key per line with its
+source as a comment, so a run's settings can be checked before minutes are spent on it, and
+saved as a config file of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from clients.runconfig import Config, load_config
+
+
+def _toml(value: Any) -> str:
+    """One TOML value (strings as JSON strings, which TOML's basic strings accept)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def sources(path: str | None, overrides: list[str]) -> dict[str, str]:
+    """key -> where its value came from: the file's name, --set, else the default."""
+    where: dict[str, str] = {}
+    if path:
+        for key in tomllib.loads(Path(path).read_text()):
+            where[key.split(".")[0]] = str(path)
+    for item in overrides:
+        where[item.partition("=")[0].strip().split(".")[0]] = "--set"
+    return where
+
+
+def show(path: str | None, overrides: list[str]) -> str:
+    cfg = load_config(path, overrides)  # first: a mistake is its one line, before anything else
+    where = sources(path, overrides)
+    lines = []
+    for key, value in cfg.to_dict().items():
+        lines.append(f"{key} = {_toml(value)}  # {where.get(key, 'default')}")
+    return "\n".join(lines) + "\n"
+
+
+def validate(path: str | None, overrides: list[str]) -> str:
+    cfg: Config = load_config(path, overrides)
+    where = sources(path, overrides)
+    from_file = sum(1 for s in where.values() if s != "--set")
+    from_set = sum(1 for s in where.values() if s == "--set")
+    return (f"ok: {len(cfg.to_dict())} keys valid ({from_file} from {path or 'no file'}, "
+            f"{from_set} from --set, the rest defaults)\n")

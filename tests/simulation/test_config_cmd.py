@@ -1,0 +1,28 @@
+"""`fedprge config show|validate`."""
+
+from clients.runconfig import load_config
+from simulation.cli import main
+
+SETS = ["--set", "seed=3", "--set", "strategy-args.trim=0.1", "--set",
+        "template=Say \"yes\": {text}", "--set", "label-words=[\" no\", \" yes\"]"]
+
+
+def test_show_prints_toml_that_reads_back_to_the_same_config(tmp_path, capsys):
+    assert main(["config", "show", "--config", "configs/demo.toml", *SETS]) == 0
+    shown = capsys.readouterr().out
+    saved = tmp_path / "resolved.toml"
+    saved.write_text(shown)
+    overrides = [a for a in SETS if a != "--set"]
+    assert load_config(saved) == load_config("configs/demo.toml", overrides)
+    lines = dict(line.split(" = ", 1) for line in shown.splitlines())
+    assert lines["seed"].endswith("# --set") and lines["rounds"].endswith("# configs/demo.toml")
+    assert lines["strategy-args"].endswith("# --set") and lines["mode"].endswith("# default")
+
+
+def test_validate_says_ok_or_names_the_mistake_in_one_line(capsys):
+    assert main(["config", "validate", "--config", "configs/demo.toml", "--set", "seed=1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ok: ") and "from configs/demo.toml, 1 from --set" in out
+    assert main(["config", "validate", "--set", "round=3"]) == 2
+    err = capsys.readouterr().err
+    assert err == "fedprge: error: unknown config key 'round' (did you mean 'rounds'?)\n"
