@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
 from simulation.quiet import quiet_library_warnings
@@ -180,15 +181,18 @@ def _plot(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from simulation.report import report
 
-    print(report(args.runs, out=args.out, per_seed=args.per_seed, targets=args.targets, fmt=args.fmt),
-          end="")
+    command = "fedprge " + shlex.join(args.argv)  # what a results page says made it
+    print(report(args.runs, out=args.out, per_seed=args.per_seed, targets=args.targets,
+                 fmt=args.fmt, command=command), end="")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     quiet_library_warnings()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
+    args.argv = argv
     handlers = {"prepare": _prepare, "train": _train, "run": _run, "config": _config,
                 "sweep": _sweep, "plot": _plot, "report": _report}
     try:
