@@ -126,11 +126,21 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_unused(command: str, args: argparse.Namespace) -> None:
+    from simulation.config_cmd import unused_keys
+
+    unused = unused_keys(command, args.config, args.overrides)
+    if unused:
+        print(f"fedprge: warning: `fedprge {command}` does not use {', '.join(unused)}",
+              file=sys.stderr)
+
+
 def _train(args: argparse.Namespace) -> int:
     from clients.runconfig import load_config
     from simulation.train import train
 
     cfg = load_config(args.config, args.overrides)
+    _warn_unused("train", args)
     train(cfg, out=args.out, progress=not args.quiet)
     return 0
 
@@ -150,6 +160,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--trust-strategy goes with --resume (a new run loads the strategy "
                           "its own config names)")
     cfg = load_config(args.config, args.overrides)
+    _warn_unused("run", args)
     run_federated(cfg, out=args.out, progress=not args.quiet)
     return 0
 

@@ -1,5 +1,6 @@
 """`fedprge config show|validate`: the resolved config of a command line, and where each value
-came from (the defaults, the TOML file, or --set).
+came from (the defaults, the TOML file, or --set); and which of the keys a user set the command
+they ran ignores (`fedprge train` runs no federation: a `rounds` there is a mistake worth a line).
 
 `show` prints TOML that `--config` reads back to the same config, one key per line with its
 source as a comment, so a run's settings can be checked before minutes are spent on it, and
@@ -56,3 +57,19 @@ def validate(path: str | None, overrides: list[str]) -> str:
     from_set = sum(1 for s in where.values() if s == "--set")
     return (f"ok: {len(cfg.to_dict())} keys valid ({from_file} from {path or 'no file'}, "
             f"{from_set} from --set, the rest defaults)\n")
+
+
+# The sections of Config (clients/runconfig.py, its "# == name ==" lines) that only the federated
+# simulation reads; `steps` is the one key only centralized training reads.
+FEDERATED_SECTIONS = ("federated simulation (fedprge run)",
+                      "simulated faults, adversaries and deadlines", "Ray (the simulation backend)")
+
+
+def unused_keys(command: str, path: str | None, overrides: list[str]) -> list[str]:
+    """Keys set in the file or with --set that `fedprge <command>` never reads."""
+    from simulation.reference import config_keys
+
+    federated = {key for name, rows in config_keys() if name in FEDERATED_SECTIONS
+                 for key, *_ in rows}
+    ignored = federated if command == "train" else {"steps"}
+    return sorted(key for key in sources(path, overrides) if key in ignored)

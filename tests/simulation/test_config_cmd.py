@@ -26,3 +26,18 @@ def test_validate_says_ok_or_names_the_mistake_in_one_line(capsys):
     assert main(["config", "validate", "--set", "round=3"]) == 2
     err = capsys.readouterr().err
     assert err == "fedprge: error: unknown config key 'round' (did you mean 'rounds'?)\n"
+
+
+def test_keys_the_command_does_not_read_are_named(capsys):
+    import argparse
+
+    from simulation.cli import _warn_unused
+    from simulation.config_cmd import unused_keys
+
+    # a federated config handed to `train`: its federation keys do nothing there
+    assert {"rounds", "num-clients", "local-steps"} <= set(
+        unused_keys("train", "configs/demo.toml", []))
+    assert unused_keys("run", "configs/demo.toml", ["steps=5"]) == ["steps"]
+    assert unused_keys("run", "configs/demo.toml", []) == []  # every shipped key is read
+    _warn_unused("train", argparse.Namespace(config=None, overrides=["rounds=5", "q=4"]))
+    assert capsys.readouterr().err == "fedprge: warning: `fedprge train` does not use rounds\n"
