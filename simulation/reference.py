@@ -98,9 +98,11 @@ def config_page() -> str:
            "a test fails when this page differs from the code.", "",
            "Set a key in a TOML file (`--config FILE`, kebab-case keys as below), on the command",
            "line (`--set key=value`, repeatable; later sources win), as a sweep axis",
-           "(`--grid key=v1,v2`), from Python (`fedprge.load_config(path, key_name=value)`), or",
-           "with `flwr run . --run-config 'key=value ...'`. A mistake (unknown key, wrong type,",
-           "impossible value) stops the command with one line naming the key.", ""]
+           "(`--grid key=v1,v2`), from Python (`fedprge.load_config(path, key_name=value)`), or,",
+           "for the keys that `pyproject.toml` declares in `[tool.flwr.app.config]` (Flower",
+           "refuses others), with `flwr run . --run-config 'key=value ...'`. A mistake (unknown",
+           "key, wrong type, impossible value) stops the command with one line naming the key.",
+           "`fedprge config show` prints the resolved config with each value's source.", ""]
     for name, rows in config_keys():
         out += [f"## {name[0].upper() + name[1:]}", "", "| key | type | default | meaning |",
                 "| --- | --- | --- | --- |"]
