@@ -30,7 +30,9 @@ def build_task(cfg: Config) -> Task:
                      label_words=cfg.label_words or None, test_fraction=cfg.test_fraction,
                      split_seed=cfg.split_seed)
     if cfg.train_size:
-        task.train = task.train[: cfg.train_size]  # the split is already a seeded shuffle
+        # the first N: a seeded shuffle, unless the file's own `split` column made the split,
+        # which keeps the file's order
+        task.train = task.train[: cfg.train_size]
     return task
 
 

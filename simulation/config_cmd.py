@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.runconfig import Config, load_config
+from simulation.config_doc import config_keys
 
 
 def _toml(value: Any) -> str:
@@ -67,8 +68,6 @@ FEDERATED_SECTIONS = ("federated simulation (fedprge run)",
 
 def unused_keys(command: str, path: str | None, overrides: list[str]) -> list[str]:
     """Keys set in the file or with --set that `fedprge <command>` never reads."""
-    from simulation.reference import config_keys
-
     federated = {key for name, rows in config_keys() if name in FEDERATED_SECTIONS
                  for key, *_ in rows}
     ignored = federated if command == "train" else {"steps"}

@@ -14,78 +14,17 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import io
-import re
 import sys
-import tokenize
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from pathlib import Path
 
-from clients.runconfig import Config
+from simulation.config_doc import config_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = {"config": ROOT / "docs" / "reference" / "config.md",
          "cli": ROOT / "docs" / "reference" / "cli.md",
          "strategy-api": ROOT / "docs" / "reference" / "strategy-api.md"}
-SECTION = re.compile(r"==\s*(.+?)\s*==$")  # a comment `# == name ==` (the "#" stripped)
 HELP_WIDTH = 100  # argparse wraps to the terminal otherwise: the page must not depend on it
-
-
-def _comments(source: str) -> dict[int, tuple[str, bool]]:
-    """Line number (1-based, in `source`) -> (comment text, whether code precedes it)."""
-    out: dict[int, tuple[str, bool]] = {}
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.COMMENT:
-            inline = bool(tok.line[:tok.start[1]].strip())
-            out[tok.start[0]] = (tok.string.lstrip("#").strip(), inline)
-    return out
-
-
-def _field_lines(source: str) -> dict[str, int]:
-    """Field name -> the line of its annotation in `source`."""
-    return {m.group(1): n for n, line in enumerate(source.splitlines(), start=1)
-            if (m := re.match(r"\s{4}(\w+):", line))}
-
-
-def _default(f) -> str:
-    value = f.default if f.default is not MISSING else f.default_factory()
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, list):
-        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
-    if isinstance(value, dict):
-        return "{}" if not value else repr(value)
-    return repr(value)
-
-
-def _type(f) -> str:
-    return str(f.type).replace("typing.", "").replace("dict[str, Any]", "table")
-
-
-def config_keys() -> list[tuple[str, list[tuple[str, str, str, str]]]]:
-    """[(section, [(key, type, default, description), ...]), ...] in the order of `Config`."""
-    source = inspect.getsource(Config)
-    comments, lines = _comments(source), _field_lines(source)
-    sections: list[tuple[str, list]] = [("", [])]
-    last = 0
-    for f in fields(Config):
-        at = lines[f.name]
-        above = []
-        for n in range(last + 1, at):
-            text, inline = comments.get(n, ("", True))
-            if inline or not text:
-                continue
-            if (m := SECTION.match(text)):
-                sections.append((m.group(1), []))
-                above = []
-            else:
-                above.append(text)
-        beside = comments.get(at, ("", False))
-        description = " ".join([*above, beside[0] if beside[1] else ""]).strip()
-        key = f.name.replace("_", "-")
-        sections[-1][1].append((key, _type(f), _default(f), description))
-        last = at
-    return [(name, rows) for name, rows in sections if rows]
 
 
 def _cell(text: str) -> str:

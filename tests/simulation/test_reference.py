@@ -3,7 +3,8 @@
 from dataclasses import fields
 
 from clients.runconfig import Config
-from simulation.reference import PAGES, config_keys, main, render
+from simulation.config_doc import config_keys
+from simulation.reference import PAGES, main, render
 
 
 def test_the_reference_pages_are_what_the_code_generates():
