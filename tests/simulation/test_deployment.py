@@ -1,7 +1,7 @@
 """Beyond one process: Flower's deployment engine on loopback. A SuperLink and three SuperNodes
 run as separate processes, each SuperNode told its data partition with `--node-config`, and
-`flwr run . <federation>` runs the product's app on them, as a deployment across machines would
-(docs/how-to/flwr-run-and-ray-cluster.md)."""
+`flwr run . <federation>` runs the product's app on them (one round, every node), as a
+deployment across machines would (docs/how-to/flwr-run-and-ray-cluster.md)."""
 
 import json
 import os
@@ -75,14 +75,15 @@ def test_a_superlink_and_three_supernodes_on_loopback_run_the_app(tmp_path):
         _wait_for(logs / "superlink.log", "Activated node_id", NODES, link)
         run = subprocess.run(
             [str(BIN / "flwr"), "run", ".", "loopback", "--stream", "--run-config",
-             f"rounds=2 num-clients={NODES} clients-per-round=2 engine='eager' out='{out}'"],
+             f"rounds=1 num-clients={NODES} clients-per-round={NODES} engine='eager' "
+             f"out='{out}'"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     (run_dir,) = out.iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     rounds = [m for m in read_jsonl(run_dir / "metrics.jsonl") if m["round"] > 0]
-    assert [m["replies"] for m in rounds] == [2, 2]  # every sampled node answered, every round
-    assert summary["log_len"] == 2 * 2 * 8  # rounds x K x q (pyproject's run config)
+    assert [m["replies"] for m in rounds] == [NODES]  # every node answered
+    assert summary["log_len"] == 2 * 8  # K x q (pyproject's run config)
     clients = json.loads((run_dir / "clients.json").read_text())
     assert sorted(c["client"] for c in clients) == list(range(NODES))
     assert all("personal_acc" in c for c in clients)

@@ -193,22 +193,6 @@ def test_replies_after_the_round_deadline_are_discarded(tmp_path):
     assert json.loads((out / "summary.json").read_text())["log_len"] == 0  # nothing applied
 
 
-def test_a_late_straggler_is_served_from_the_log_it_really_holds(tmp_path):
-    """Every client is sampled every round; a straggler past the deadline stored the round's log
-    before it trained, so next round it needs only the entries added since, like everyone else,
-    and it answers without error."""
-    # seed 5: client 1 straggles in round 2 only (a simulated 30 s past a 20 s deadline)
-    rounds = _fed_run(tmp_path / "stragglers", "seed=5", "num-clients=3", "clients-per-round=3",
-                      "straggle-prob=0.3", "straggle-s=30", "round-deadline-s=20", "rounds=3",
-                      "personal-steps=0", "client-eval-size=0")
-    reasons = [m.get("rejected_reasons", {}) for m in rounds]
-    assert reasons == [{}, {"late": 1}, {}]
-    assert all(set(r) <= {"late"} for r in reasons)  # and never a client-error
-    length = [0] + [m["log_len"] for m in rounds]  # log length after round t, t = 0..4
-    for t in range(2, len(rounds) + 1):
-        assert rounds[t - 1]["log_entries_down"] == 3 * (length[t - 1] - length[t - 2])
-
-
 def test_int8_scalars_on_the_wire_are_what_the_log_holds_and_clients_replay(tmp_path):
     """scalar-bits=8: a byte per scalar up, and the log holds the aggregate as the wire carries
     it (a power-of-two step per round's block), so every client rebuilt the server's theta."""
@@ -239,11 +223,12 @@ def _hung_seed(sets: list[str]) -> tuple[int, int]:
 
 
 def test_a_hung_client_cannot_stall_the_run(tmp_path):
-    """One client hangs in round 2 (its process blocks). The server's wait (20 s) cuts it off as
-    `timeout`, and when the rounds are over its process is stopped so that the run exits."""
+    """One client hangs in round 2 (its process blocks). The server's wait (12 s; round 1, where
+    the client processes load the model, waits round-deadline-first-s) cuts it off as `timeout`,
+    and when the rounds are over its process is stopped so that the run exits."""
     out = tmp_path / "hung"
     sets = ["num-clients=3", "clients-per-round=2", "hang-prob=0.2", "rounds=3",
-            "round-deadline-s=20", "personal-steps=0", "client-eval-size=0"]
+            "round-deadline-s=12", "personal-steps=0", "client-eval-size=0"]
     seed, hung = _hung_seed(sets)
     args = [a for kv in [*sets, f"seed={seed}"] for a in ("--set", kv)]
     proc = subprocess.run([sys.executable, "-m", "simulation.cli", "run", *FED, *args, "--out",
