@@ -31,6 +31,7 @@ from typing import Any
 from simulation.rundata import (
     Run,
     SeedGroup,
+    cumulative_bytes,
     default_out_dir,
     differing_keys,
     flat_configs,
@@ -56,28 +57,27 @@ def _x_round(run: Run) -> dict[int, float]:
     return {i: float(m.get("round", m.get("step", i))) for i, m in enumerate(run.metrics)}
 
 
-def _cumulative(run: Run, fields: tuple[str, ...]) -> dict[int, float]:
-    """Index of each record -> the bytes of `fields` sent up to the end of it. Round 0
-    (zero-shot, nothing sent) has no place on a log axis and is left out; a run without byte
-    counts (centralized train) has no points."""
-    total, xs = 0, {}
-    for i, m in enumerate(run.metrics):
-        if "bytes_up" not in m and "bytes_down" not in m:
-            continue
-        total += sum(m.get(f, 0) for f in fields)
-        if total > 0:
-            xs[i] = float(total)
-    return xs
+def _cumulative(run: Run, pick: Callable[[int, int], int]) -> dict[int, float]:
+    """Index of each record that counts bytes -> `pick(bytes up, bytes down)` sent up to the end
+    of it (`rundata.cumulative_bytes`, the API's columns). Round 0 (zero-shot, nothing sent) has
+    no place on a log axis and is left out; a run without byte counts (centralized train) has no
+    points."""
+    totals = cumulative_bytes(run)
+    if totals is None:
+        return {}
+    records = zip(totals, run.metrics, strict=True)
+    return {i: float(pick(up, down)) for i, ((up, down), m) in enumerate(records)
+            if ("bytes_up" in m or "bytes_down" in m) and pick(up, down) > 0}
 
 
 def _x_bytes(run: Run) -> dict[int, float]:
     """Cumulative bytes up + down after each round."""
-    return _cumulative(run, ("bytes_up", "bytes_down"))
+    return _cumulative(run, lambda up, down: up + down)
 
 
 def _x_bytes_up(run: Run) -> dict[int, float]:
     """Cumulative bytes the clients uploaded after each round (what P-RGE saves)."""
-    return _cumulative(run, ("bytes_up",))
+    return _cumulative(run, lambda up, down: up)
 
 
 def _x_time(run: Run) -> dict[int, float]:
