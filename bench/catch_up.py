@@ -4,6 +4,7 @@ device's replay work, on the real model's adapter.
     python bench/catch_up.py                                  # the demo's config (configs/demo.toml)
     python bench/catch_up.py --rounds-away 1,10,100 --set scalar-bits=8
     python bench/catch_up.py --set layers=last-4              # another adapter
+    python bench/catch_up.py --save                           # also docs/results/catch-up.md
 
 For each R the server's log holds R blocks of K*q entries the client lacks. The bytes are those of
 the catch-up fields exactly as the server serializes them (`FederatedServer.catch_up`,
@@ -66,6 +67,9 @@ def main() -> None:
     ap.add_argument("--config", default="configs/demo.toml")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--rounds-away", default="1,10,100,1000,10000")
+    ap.add_argument("--save", nargs="?", const=True, metavar="PAGE",
+                    help="also write docs/results/catch-up.json and its page "
+                         "(or PAGE.json: a second setting's page)")
     args = ap.parse_args()
     torch.set_num_threads(1)  # one device, one core
     away = sorted(int(r) for r in args.rounds_away.split(","))
@@ -92,8 +96,28 @@ def main() -> None:
                 print(f"{r:>11,} {mode + ('→' + row['sent'] if mode == 'auto' else ''):>8} "
                       f"{row['bytes']:>12,} {row['entries_sent']:>9,} {draws:>14,} "
                       f"{seconds:>9.3f}")
-    print(json.dumps({"adapter_dim": dim, "block": block, "scalar_bits": cfg.scalar_bits,
-                      "rows": rows}))
+    figures = {"adapter_dim": dim, "block": block, "scalar_bits": cfg.scalar_bits, "rows": rows}
+    if args.save:
+        from simulation.benchpage import save, table
+
+        title = (f"Catching up after R rounds away on {cfg.model} (layers {cfg.layers}, rank "
+                 f"{cfg.rank}, D = {dim:,}), K*q = {block}, scalar-bits = {cfg.scalar_bits}; "
+                 f"snapshot = {4 * dim:,} bytes of theta")
+        save("catch-up", [table(title, ["rounds away", "mode", "bytes down", "log entries sent",
+                                        "randn(D) draws", "device s"],
+                                [[f"{r['rounds_away']:,}",
+                                  r["mode"] + ("→" + r["sent"] if r["mode"] == "auto" else ""),
+                                  f"{r['bytes']:,}", f"{r['entries_sent']:,}", f"{r['draws']:,}",
+                                  f"{r['device_s']:.3f}"] for r in rows], text_columns=2)],
+             figures, notes=[
+                 "bytes down: the catch-up fields as the server serializes them (Flower's "
+                 "envelope, the same for every mode, left out); scalars seeded random numbers at "
+                 "scalar-bits (the bytes do not depend on their values)",
+                 "device s: DeviceStore.catch_up on one thread, one message each (no repetitions); "
+                 f"config {args.config}" + (f" with {', '.join(args.set)}" if args.set else ""),
+                 "not measured: Flower's envelope, the network, a device slower than this CPU"],
+                 page=args.save)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

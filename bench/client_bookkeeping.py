@@ -9,6 +9,7 @@ rows should not grow with L.
 
     python bench/client_bookkeeping.py                       # L = 1k, 10k, 100k, 1M
     python bench/client_bookkeeping.py --lengths 1000,30000 --dim 8192
+    python bench/client_bookkeeping.py --save                # also docs/results/client-bookkeeping.md
 
 Ends with one JSON line: seconds per message at each L (median of --repeats).
 """
@@ -59,9 +60,12 @@ def main() -> None:
     ap.add_argument("--lengths", default="1000,10000,100000,1000000")
     ap.add_argument("--dim", type=int, default=41_472)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--save", nargs="?", const=True, metavar="PAGE",
+                    help="also write docs/results/client-bookkeeping.json and its page "
+                         "(or PAGE.json: a second setting's page)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    out = {}
+    out, sizes = {}, {}
     print(f"{'log entries held':>18} | {'storage read + write':>20} | {'whole message':>13} |"
           f" {'device file':>11}")
     for length in (int(x) for x in args.lengths.split(",")):
@@ -73,10 +77,25 @@ def main() -> None:
                 runs.append(one_message(device, length))
             size = device.path.stat().st_size
         t = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        out[length] = t
+        out[length], sizes[length] = t, size
         print(f"{length:>18,} | {t['storage_s'] * 1e3:>17.2f} ms | {t['message_s'] * 1e3:>10.2f} ms |"
               f" {size / 1024:>7.0f} KiB")
-    print(json.dumps({"dim": args.dim, "seconds_per_message": {str(k): v for k, v in out.items()}}))
+    figures = {"dim": args.dim, "seconds_per_message": {str(k): v for k, v in out.items()}}
+    if args.save:
+        from simulation.benchpage import save, table
+
+        title = (f"A device's work per message bringing one block of {BLOCK} entries (q = {Q}) vs "
+                 f"the log length it holds, D = {args.dim:,}, one thread, median of {args.repeats}")
+        save("client-bookkeeping", [table(
+            title, ["log entries held", "storage read + write", "whole message", "device file"],
+            [[f"{n:,}", f"{t['storage_s'] * 1e3:.2f} ms", f"{t['message_s'] * 1e3:.2f} ms",
+              f"{sizes[n] / 1024:.0f} KiB"] for n, t in out.items()])], figures, notes=[
+            "whole message: DeviceStore.catch_up (read the cursor and theta, replay the new "
+            "entries, one randn(D) each, store them); storage: one read and one write of the "
+            "state, timed apart; the device's state written at position L before each repetition",
+            "not measured: Flower's handling of the message, the local training steps"],
+            page=args.save)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

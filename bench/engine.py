@@ -2,6 +2,7 @@
 
     python bench/engine.py                         # SmolLM2-135M, q = 1,2,4, 4 examples x 32 tokens
     python bench/engine.py --model tiny --qs 2 --equiv 32
+    python bench/engine.py --save                  # also docs/results/engine.json and engine.md
 
 For each q: lowering time, XNNPACK partitions, seconds per forward of the 2q copies (ExecuTorch and
 eager, interleaved), and achieved GFLOP/s against this machine's fp32 matmul ceiling measured in the
@@ -55,6 +56,9 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--equiv", type=int, default=200, help="test examples for the equivalence check")
+    ap.add_argument("--save", nargs="?", const=True, metavar="PAGE",
+                    help="also write docs/results/engine.json and its page "
+                         "(or PAGE.json: a second setting's page)")
     args = ap.parse_args()
 
     model, tok = load_model(args.model)
@@ -111,11 +115,38 @@ def main() -> None:
             same &= bool(torch.equal(a.argmax(-1), e.argmax(-1)))
     print(f"equivalence on {len(examples)} test examples x {2 * q} adapter copies: "
           f"max |diff| {max(diffs):.2e}, identical predictions: {same}")
-    print(json.dumps({"bench": "engine", "model": args.model, "targets": args.targets,
-                      "rows": args.rows, "tokens": args.tokens, "peak_gflops": peak,
-                      "torch_gflops": ceiling["torch_gflops"], "xnnpack_gflops": ceiling["xnnpack_gflops"],
-                      "per_q": rows, "equiv_examples": len(examples),
-                      "equiv_max_abs_diff": max(diffs), "equiv_same_predictions": same}))
+    figures = {"bench": "engine", "model": args.model, "targets": args.targets,
+               "rows": args.rows, "tokens": args.tokens, "peak_gflops": peak,
+               "torch_gflops": ceiling["torch_gflops"], "xnnpack_gflops": ceiling["xnnpack_gflops"],
+               "per_q": rows, "equiv_examples": len(examples),
+               "equiv_max_abs_diff": max(diffs), "equiv_same_predictions": same}
+    if args.save:
+        from simulation.benchpage import save, table
+
+        title = (f"ExecuTorch vs eager, one forward of the 2q copies on {args.model} ({args.targets}, "
+                 f"rank {args.rank}, D = {scorer.dim:,}), {args.rows} examples x {args.tokens} "
+                 f"tokens, median of {args.reps}")
+        save("engine", [
+            table(title, ["q (copies)", "lowering", "partitions", ".pte", "ExecuTorch", "eager",
+                          "speed-up", f"fraction of the {peak:.0f} GFLOP/s ceiling (ExecuTorch / eager)"],
+                  [[f"{r['q']} ({r['copies']})", f"{r['lowering_s']} s", r["partitions"],
+                    f"{r['pte_mib']} MiB", f"{r['executorch_s']:.3f} s", f"{r['eager_s']:.3f} s",
+                    f"{r['speedup']:.2f}x", f"{100 * r['executorch_peak_frac']:.0f} % / "
+                    f"{100 * r['eager_peak_frac']:.0f} %"] for r in rows]),
+            table(f"Label logits, ExecuTorch vs eager, on {len(examples)} MR test examples x {2 * q} "
+                  "non-zero adapter copies (the largest q's program)",
+                  ["examples", "copies", "max abs logit difference", "identical predictions"],
+                  [[len(examples), 2 * q, f"{max(diffs):.2e}", "yes" if same else "NO"]])],
+             figures, notes=[
+                 "ExecuTorch and eager side by side on the same batch and adapters: "
+                 f"{args.reps} interleaved repetitions per q, medians; lowering: once per q, "
+                 "from an empty program cache",
+                 f"ceiling: the best fp32 GEMM of PyTorch ({ceiling['torch_gflops']} GFLOP/s) and "
+                 f"XNNPACK ({ceiling['xnnpack_gflops']} GFLOP/s) at 2048^3 and the forward's "
+                 "shapes (bench/peak.py), same run; GFLOP/s count the decoder's linears only",
+                 "not measured: quantized weights (bench/quantize.py), a whole P-RGE step, accuracy"],
+                 page=args.save)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

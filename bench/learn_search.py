@@ -9,6 +9,7 @@ the same curve on any machine (a time budget's step count, and so its schedule, 
 machine's speed).
 
     python bench/learn_search.py --layers last-1 --grid "q=16,lr=1e-2" --grid "q=4,lr=3e-2"
+    python bench/learn_search.py --layers last-1 --steps 3000 --grid "q=4,lr=0.12,schedule=cosine" --save
 
 Each --grid item is one setting: comma-separated key=value among q, lr, eps, batch, schedule,
 seed; `method=fo` in an item runs first-order Adam on the same adapter instead (the reference),
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from suffix_adapter import add_adapter_args, build_adapter  # bench/, beside this script
+from suffix_adapter import add_adapter_args, build_adapter, describe  # bench/, beside this script
 
 from prge.engines.eager import EagerEngine
 from prge.estimator import prge_step, scheduled_lr
@@ -116,6 +117,9 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--grid", action="append", default=[])
     ap.add_argument("--cache-file", default="")
+    ap.add_argument("--save", nargs="?", const=True, metavar="PAGE",
+                    help="also write docs/results/learn-search.json and its page "
+                         "(or PAGE.json: a second setting's page)")
     args = ap.parse_args()
     settings = [parse_setting(g) for g in args.grid] or [dict(DEFAULTS)]
     if (args.steps is not None and args.steps <= 0) or args.minutes <= 0:
@@ -142,9 +146,34 @@ def main() -> None:
         curve = run_setting(engine, enc, train, test, scorer.dim, s, args.minutes, args.steps,
                             args.eval_every, lambda m: print(m, flush=True))
         curves.append({"setting": s, "curve": curve})
-    print(json.dumps({"bench": "learn_search", "layers": args.layers, "targets": args.targets,
-                      "rank": args.rank, "dim": scorer.dim, "train": len(train),
-                      "test": len(test), "cache_s": round(warm_s, 1), "runs": curves}))
+    figures = {"bench": "learn_search", "layers": args.layers, "targets": args.targets,
+               "rank": args.rank, "dim": scorer.dim, "train": len(train),
+               "test": len(test), "cache_s": round(warm_s, 1), "runs": curves}
+    if args.save:
+        from simulation.benchpage import save, table
+
+        budget = f"{args.steps} steps" if args.steps else f"{args.minutes:g} minutes of steps"
+        title = (f"Accuracy on {len(test)} MR test examples while training {describe(args, scorer.dim)} "
+                 f"from theta = 0 on {len(train)} training examples, {budget} per setting, evaluated "
+                 f"every {args.eval_every} steps; accuracies as fractions")
+        save("learn-search", [table(title, ["setting", "step", "seconds of steps", "raw acc",
+                                            "calibrated acc", "theta norm"],
+                                    [[" ".join(f"{k}={v}" for k, v in run["setting"].items())
+                                      if i == 0 else "", c["step"], f"{c['s']:.1f}", f"{c['acc']:.3f}",
+                                      f"{c['acc_cal']:.3f}", f"{c.get('theta_norm', 0.0):.3f}"]
+                                     for run in curves for i, c in enumerate(run["curve"])])],
+             figures, notes=[
+                 f"the frozen-prefix cache of {len(order)} examples filled first"
+                 + (f" (or read from {args.cache_file})" if args.cache_file else "")
+                 + f": {warm_s:.1f} s, {engine.cache.stats.bytes / 2**20:.1f} MiB; then each "
+                 "setting from theta = 0, one after another (not interleaved), eager; seconds: the "
+                 "steps' own, evaluation left out",
+                 "method=prge: P-RGE; fo: first-order Adam; fo-sgd: first-order plain SGD; a time "
+                 "budget sizes a schedule from the first 20 steps' pace, so its steps vary with the "
+                 "machine (--steps does not)",
+                 "not measured: seeds' spread (one seed per setting), federated training"],
+                 page=args.save)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

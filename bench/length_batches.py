@@ -8,6 +8,7 @@ see the same machine noise. Reports padded tokens per step and seconds per step 
 
     python bench/length_batches.py                        # last-1, q 4, K 8, batch 16
     python bench/length_batches.py --layers last-4 --rounds 10
+    python bench/length_batches.py --save                 # also docs/results/length-batches.md
 
 Ends with one JSON line holding `"length_speedup"` (random / length seconds per step).
 """
@@ -20,7 +21,7 @@ import time
 
 import numpy as np
 import torch
-from suffix_adapter import add_adapter_args, build_adapter  # bench/, beside this script
+from suffix_adapter import add_adapter_args, build_adapter, describe  # bench/, beside this script
 
 from prge.batching import group_by_length
 from prge.engines.eager import EagerEngine
@@ -38,6 +39,9 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=100, help="a device's training examples")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1, help="as one client under Ray")
+    ap.add_argument("--save", nargs="?", const=True, metavar="PAGE",
+                    help="also write docs/results/length-batches.json and its page "
+                         "(or PAGE.json: a second setting's page)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -70,10 +74,28 @@ def main() -> None:
     for name in seconds:
         print(f"{name:7s}: {mean_tokens[name]:5.1f} padded tokens per step, "
               f"{1000 * per_step[name]:6.1f} ms per step (median of {len(seconds[name])})")
-    print(json.dumps({"bench": "length_batches", "layers": args.layers, "dim": scorer.dim,
-                      "q": args.q, "k": args.k, "batch": args.batch, "threads": args.threads,
-                      "tokens_per_step": mean_tokens, "seconds_per_step": per_step,
-                      "length_speedup": round(per_step["random"] / per_step["length"], 3)}))
+    figures = {"bench": "length_batches", "layers": args.layers, "dim": scorer.dim,
+               "q": args.q, "k": args.k, "batch": args.batch, "threads": args.threads,
+               "tokens_per_step": mean_tokens, "seconds_per_step": per_step,
+               "length_speedup": round(per_step["random"] / per_step["length"], 3)}
+    if args.save:
+        from simulation.benchpage import save, table
+
+        title = (f"Padded tokens and milliseconds (median) per P-RGE step on "
+                 f"{describe(args, scorer.dim)} from the prefix cache (eager), q = {args.q}, K = "
+                 f"{args.k} batches of {args.batch} per round from {args.examples} examples, "
+                 f"{args.rounds} rounds, {args.threads} thread(s)")
+        save("length-batches", [table(
+            title, ["batch-order", "padded tokens per step", "ms per step", "steps timed",
+                    "speed-up vs random"],
+            [[name, f"{mean_tokens[name]:.1f}", f"{1000 * per_step[name]:.1f}", len(seconds[name]),
+              f"{per_step['random'] / per_step[name]:.2f}x"] for name in seconds])],
+            figures, notes=[
+                "the same K batches of each round in both orders (length: regrouped by length, "
+                "prge/batching.py), interleaved round by round; the cache filled before timing",
+                "not measured: accuracy (the order changes which examples share a step)"],
+                page=args.save)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python bench/overhead.py --model tiny
     python bench/overhead.py --model smollm2-135m
+    python bench/overhead.py --model smollm2-135m --save   # also docs/results/overhead.md
 
 The loop uses the same ServerApp logic (FederatedServer) and the same ClientApp, but delivers each
 message by calling the ClientApp in this process: no Ray actors, no SuperLink, one client at a
@@ -84,6 +85,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--save", nargs="?", const=True, metavar="PAGE",
+                    help="also write docs/results/overhead.json and its page "
+                         "(or PAGE.json: a second setting's page)")
     args = ap.parse_args()
     base = [f"model={args.model}", "rounds=5", "num-clients=10", "clients-per-round=4",
             "local-steps=2", "q=16", "targets=head", "rank=16", "lr=0.05", "batch-size=16",
@@ -113,12 +117,33 @@ def main() -> None:
           f"{seconds['one_actor']:.1f} s (overhead at equal parallelism {100 * overhead:+.1f} %), "
           f"with one actor per core {seconds['all_cores']:.1f} s (parallel speed-up "
           f"{speedup:.2f}x); same final theta in all three: {same}")
-    print(json.dumps({"bench": "overhead", "model": args.model, "loop_s": round(loop_s, 2),
-                      "one_actor_s": round(seconds["one_actor"], 2),
-                      "all_cores_s": round(seconds["all_cores"], 2),
-                      "overhead_equal_parallelism": round(overhead, 4),
-                      "parallel_speedup": round(speedup, 3), "same_final_theta": same,
-                      "config": base + args.overrides}))
+    figures = {"bench": "overhead", "model": args.model, "loop_s": round(loop_s, 2),
+               "one_actor_s": round(seconds["one_actor"], 2),
+               "all_cores_s": round(seconds["all_cores"], 2),
+               "overhead_equal_parallelism": round(overhead, 4),
+               "parallel_speedup": round(speedup, 3), "same_final_theta": same,
+               "config": base + args.overrides}
+    if args.save:
+        from simulation.benchpage import save, table
+
+        title = (f"Wall time of one federated run on {cfg.model}: {cfg.rounds} rounds, "
+                 f"{cfg.num_clients} clients, {cfg.clients_per_round} per round, K = "
+                 f"{cfg.local_steps}, q = {cfg.q}, {','.join(cfg.targets)} rank {cfg.rank}, engine "
+                 f"{cfg.engine}, {cfg.client_cpus:g} CPU per client")
+        save("overhead", [table(title, ["path", "wall", "compared"], [
+            ["in-process loop (one client at a time)", f"{loop_s:.1f} s", ""],
+            ["Flower + Ray, one client actor (ray-cpus=1)", f"{seconds['one_actor']:.1f} s",
+             f"{100 * overhead:+.1f} % (overhead at equal parallelism)"],
+            [f"Flower + Ray, one actor per core (ray-cpus={cfg.ray_cpus}: 0 is every core)",
+             f"{seconds['all_cores']:.1f} s", f"{speedup:.2f}x (parallel speed-up vs one actor)"]])],
+             figures, notes=[
+                 "the same ServerApp logic and ClientApp three ways, one run each (no "
+                 "repetitions), one after another; Flower + Ray: simulation.runner.run_federated, "
+                 "what fedprge run does (a local SuperLink, Ray), start-up and teardown included; "
+                 "programs (engine executorch) lowered before timing",
+                 f"same final theta in all three: {'yes' if same else 'NO'}",
+                 "not measured: multi-machine clusters, more rounds"], page=args.save)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Taking the best of both, at the forward's shapes too, keeps a fast forward from 
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -62,5 +63,30 @@ def decoder_shapes(config, rows: int) -> list[tuple[int, int, int]]:
     return [(rows, h, i), (rows, i, h)]
 
 
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--save", nargs="?", const=True, metavar="PAGE",
+                    help="also write docs/results/peak.json and its page "
+                         "(or PAGE.json: a second setting's page)")
+    args = ap.parse_args()
+    reps = 10
+    figures = matmul_peak([(512, 576, 1536), (1024, 576, 1536)], reps)
+    if args.save:
+        from simulation.benchpage import save, table
+
+        shapes = ", ".join(f"{m}x{k}x{n}" for m, k, n in figures["shapes"])
+        save("peak", [table(f"fp32 matmul ceiling of this machine: the best GFLOP/s over the shapes "
+                            f"(M x K x N) {shapes}, best of {reps} runs each",
+                            ["GEMM", "GFLOP/s"],
+                            [["PyTorch mm", figures["torch_gflops"]],
+                             ["XNNPACK (a one-linear ExecuTorch program)", figures["xnnpack_gflops"]],
+                             ["ceiling: the better of the two", figures["peak_gflops"]]])],
+             figures, notes=["each library timed alone at each shape after one warm-up run; the "
+                             "ceiling is what bench/engine.py's fractions of peak divide by",
+                             "not measured: other dtypes, one thread, other GEMM libraries"],
+                             page=args.save)
+    print(figures)
+
+
 if __name__ == "__main__":
-    print(matmul_peak([(512, 576, 1536), (1024, 576, 1536)]))
+    main()

@@ -7,6 +7,7 @@
     python bench/quantize.py --run runs/demo           # a suffix adapter a run trained: the prefix
                                                        # cache and packed suffix programs, copies
                                                        # around the run's final adapter
+    python bench/quantize.py --save          # also docs/results/quantize.md (--run: quantize-run.md)
 
 For each scheme (none = fp32, int8, int4; see prge/quantize.py): lowering seconds, XNNPACK
 partitions, `.pte` size, peak resident memory of a fresh process that loads the program and runs
@@ -126,6 +127,9 @@ def main() -> None:
     ap.add_argument("--cache", help="program cache to reuse (default: a fresh one, timed lowering)")
     ap.add_argument("--run", help="a run directory: its suffix adapter, cached prefix, packed suffix")
     ap.add_argument("--eps", type=float, default=0.01, help="--run: perturbation of copies 2..")
+    ap.add_argument("--save", nargs="?", const=True, metavar="PAGE",
+                    help="also write docs/results/quantize[-run].json and its page "
+                         "(or PAGE.json: a second setting's page)")
     ap.add_argument("--hold", help=argparse.SUPPRESS)
     ap.add_argument("--hold-mode", help=argparse.SUPPRESS)
     ap.add_argument("--scheme", help=argparse.SUPPRESS)
@@ -165,7 +169,7 @@ def main() -> None:
                 engines[scheme] = engine
                 continue
             engine.prepare([args.copies])
-            (pte,) = os.listdir(folder)
+            (pte,) = [f for f in os.listdir(folder) if f.endswith(".pte")]  # not its .lock
             path = os.path.join(folder, pte)
             rss = held_rss_mib(path, scheme, args.copies, args.rows, args.tokens, scorer.dim)
             engines[scheme] = engine
@@ -219,12 +223,68 @@ def main() -> None:
               f"base {100 * f['base_acc']:.1f}/{100 * f['base_acc_cal']:.1f} %, {args.copies} copies "
               f"{100 * f['mean_acc']:.1f}/{100 * f['mean_acc_cal']:.1f} % (raw/calibrated), "
               f"{100 * f['same_predictions_as_first']:.1f} % same predictions", flush=True)
-    print(json.dumps({"bench": "quantize", "model": args.model, "targets": args.targets,
-                      "rank": args.rank, "run": args.run,
-                      "layers": run["scorer"]["layers"] if run else "all",
-                      "copies": args.copies, "rows": args.rows,
-                      "tokens": args.tokens, "examples": len(examples), "eager_s": round(eager_s, 4),
-                      "schemes": figures}))
+    figures = {"bench": "quantize", "model": args.model, "targets": args.targets,
+               "rank": args.rank, "run": args.run,
+               "layers": run["scorer"]["layers"] if run else "all",
+               "copies": args.copies, "rows": args.rows,
+               "tokens": args.tokens, "examples": len(examples), "eager_s": round(eager_s, 4),
+               "schemes": figures}
+    if args.save:
+        save_page(args, figures, scorer.dim)
+    print(json.dumps(figures))
+
+
+def save_page(args, figures: dict, dim: int) -> None:
+    """`--save`: docs/results/quantize.json (quantize-run.json with --run) and its page."""
+    from simulation.benchpage import save, table
+
+    schemes, first = figures["schemes"], next(iter(figures["schemes"]))
+    n, copies = figures["examples"], args.copies
+
+    def acc(f: dict, key: str) -> str:
+        return f"{100 * f[key]:.1f}/{100 * f[key + '_cal']:.1f} %"
+
+    what = (f"{args.model} ({args.targets}, rank {args.rank}, layers {figures['layers']}, "
+            f"D = {dim:,}): {copies} copies x {args.rows} examples x {args.tokens} tokens per forward, "
+            f"median of {args.reps}; accuracy on {n} MR test examples, raw/calibrated")
+    timing = [f"every scheme and eager (at {figures['eager_s']:.3f} s) side by side on one batch: "
+              f"{args.reps} interleaved repetitions, medians"]
+    if args.cache:
+        timing.append(f"lowering: programs found in {args.cache} (not lowered afresh)")
+    if args.run:
+        save("quantize-run", [table(
+            f"Quantized base weights on the adapter of {args.run}, prefix cache and packed suffix "
+            f"programs, {what}",
+            ["base weights (none: fp32)", "lowering and prefix fill", "forward", f"vs {first}", "vs eager",
+             "base model", "trained adapter", f"mean of {copies} copies", "same predictions"],
+            [[s, f"{f['lowering_s']} s", f"{f['forward_s']} s", f"{f['speedup_vs_first']}x",
+              f"{f['speedup_vs_eager']}x", acc(f, "base_acc"), acc(f, "trained_acc"),
+              acc(f, "mean_acc"), f"{100 * f['same_predictions_as_first']:.1f} %"]
+             for s, f in schemes.items()])], figures, notes=[
+            *timing, f"copy 0: the base model; copy 1: the run's final adapter; copies 2..: it "
+            f"plus {args.eps} z for Gaussian z, as a P-RGE step evaluates them; same predictions: "
+            f"the share of every copy's predictions equal to {first}'s",
+            "lowering and prefix fill: the prefix and suffix programs' lowering and one batch's "
+            "cache fill, one run", "not measured: memory (one program per token bucket)"],
+            page=args.save)
+        return
+    save("quantize", [table(
+        f"Quantized base weights in the ExecuTorch program, {what}",
+        ["base weights (none: fp32)", "lowering", "partitions", ".pte", "program's resident memory",
+         "forward", f"vs {first}", "vs eager", "accuracy, base", f"mean of {copies} copies",
+         "same predictions"],
+        [[s, f"{f['lowering_s']} s", f["partitions"], f"{f['pte_mib']} MiB ({f['size_ratio']}x smaller)",
+          f"{f['rss_own_mib']} MiB ({f['rss_ratio']}x smaller)", f"{f['forward_s']} s",
+          f"{f['speedup_vs_first']}x", f"{f['speedup_vs_eager']}x", acc(f, "base_acc"),
+          acc(f, "mean_acc"), f"{100 * f['same_predictions_as_first']:.1f} %"]
+         for s, f in schemes.items()])], figures, notes=[
+        *timing, "resident memory: peak RSS (VmHWM) of a fresh process that loads the .pte and runs "
+        "it once, less that of one that only imports the runtime "
+        f"({schemes[first]['rss_imports_mib']} MiB); one process each",
+        f"copy 0: the base model (B = 0); copies 1..: random adapters (0.05 z); same predictions: "
+        f"the share of every copy's predictions equal to {first}'s",
+        "not measured: training with quantized weights (their P-RGE scalars: bench/step_time.py "
+        "--suffix)"], page=args.save)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Ray) against the deprecated in-process `run_simulation` it replaced, side by sid
     python bench/runtime.py --config configs/run-tiny.toml --repeats 2
     python bench/runtime.py --config configs/demo.toml --set rounds=30 --set eval-every=30 \
         --set eval-size=200 --set personal-steps=0 --set client-eval-size=0
+    python bench/runtime.py --config configs/run-tiny.toml --repeats 2 --save   # also docs/results/runtime.md
 
 Each repeat runs the config once through each runtime, alternating, as a fresh command (the
 in-process one through tests/simulation/in_process.py). Programs are lowered before timing (both
@@ -68,6 +69,9 @@ def main() -> None:
     ap.add_argument("--config", default="configs/run-tiny.toml")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--save", nargs="?", const=True, metavar="PAGE",
+                    help="also write docs/results/runtime.json and its page "
+                         "(or PAGE.json: a second setting's page)")
     args = ap.parse_args()
     cfg = load_config(args.config, args.overrides)
     if cfg.engine == "executorch":  # untimed: both runtimes then find the programs cached
@@ -97,13 +101,32 @@ def main() -> None:
     for p in phases:
         a, b = mean["in_process"][p], mean["superlink"][p]
         print(f"{p[:-2]:<12}{a:>11.2f}s{b:>11.2f}s{b - a:>+11.2f}s{b / a:>8.2f}")
-    print(json.dumps({"bench": "runtime", "config": args.config, "overrides": args.overrides,
-                      "repeats": args.repeats, "same_final_theta": same,
-                      **{f"{name}_{p}": round(v, 3) for name, m in mean.items() for p, v in m.items()},
-                      "startup_extra_s": round(mean["superlink"]["startup_s"]
-                                               - mean["in_process"]["startup_s"], 3),
-                      "per_round_ratio": round(mean["superlink"]["per_round_s"]
-                                               / mean["in_process"]["per_round_s"], 4)}))
+    figures = {"bench": "runtime", "config": args.config, "overrides": args.overrides,
+               "repeats": args.repeats, "same_final_theta": same,
+               **{f"{name}_{p}": round(v, 3) for name, m in mean.items() for p, v in m.items()},
+               "startup_extra_s": round(mean["superlink"]["startup_s"]
+                                        - mean["in_process"]["startup_s"], 3),
+               "per_round_ratio": round(mean["superlink"]["per_round_s"]
+                                        / mean["in_process"]["per_round_s"], 4)}
+    if args.save:
+        from simulation.benchpage import save, table
+
+        title = (f"Seconds per phase of {args.config}{''.join(' --set ' + kv for kv in args.overrides)} "
+                 f"({cfg.model}, {cfg.rounds} rounds, engine {cfg.engine}) through each runtime, "
+                 f"mean of {args.repeats} run(s) each")
+        a, b = mean["in_process"], mean["superlink"]
+        save("runtime", [table(title, ["phase", "in-process", "SuperLink", "difference", "ratio"],
+                               [[p[:-2], f"{a[p]:.2f}s", f"{b[p]:.2f}s", f"{b[p] - a[p]:+.2f}s",
+                                 f"{b[p] / a[p]:.2f}"] for p in phases])],
+             figures, notes=[
+                 "SuperLink: fedprge run (a local SuperLink, the simulation process, Ray); "
+                 "in-process: Flower's run_simulation (tests/simulation/in_process.py); each a fresh "
+                 "command, alternating; programs (engine executorch) lowered before timing",
+                 "start-up: to the round-0 record; per round: the mean of rounds 2..R (metrics' "
+                 "elapsed_s); teardown: summary.json to the command's exit",
+                 f"same final theta in every run: {'yes' if same else 'NO'}",
+                 "not measured: a remote SuperLink or Ray cluster"], page=args.save)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -3,15 +3,16 @@ the memory of the driver and of each client process, and the wall time per round
 
     python bench/scale.py                                   # N = 100, 1,000, 10,000, tiny model
     python bench/scale.py --clients 1000 --model smollm2-135m --set targets=head
+    python bench/scale.py --save                            # also docs/results/scale.md
 
 Each run is `fedprge run` with clients-per-round = num-clients and 2 rounds: every client is
 contacted in round 1 (from theta_0) and again in round 2 (with round 1's log block to replay),
 one local P-RGE step each (K = 1, q = 2, batch 2). The task is `mixed` (MR + vaderSentiment's
 rated texts, about 18,700 training examples) so that 10,000 clients each hold at least one;
-personalization is off. Peak resident memory is sampled every 0.2 s over the run's process tree
-(the driver, which runs the server and Flower's simulation engine; each Ray worker process, i.e.
-client actor; and Ray's own daemons). Wall per message = the round's wall time / N at the run's
-parallelism (`ray-cpus` actors).
+personalization is off. Peak resident memory is sampled every 0.2 s over the command's process tree
+(the driver: the flwr-simulation process that runs the server and Flower's simulation engine; each
+Ray worker process, i.e. client actor; and the rest: the command, the SuperLink, Ray's daemons).
+Wall per message = the round's wall time / N at the run's parallelism (`ray-cpus` actors).
 
 Ends with one JSON line: the rows, and the driver's peak RSS at the largest N over the smallest.
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -28,40 +28,47 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _processes(sid: int) -> dict[int, tuple[str, int]]:
-    """pid -> (command line, RSS KiB) for every process in session `sid`."""
+def _processes(root: int) -> dict[int, tuple[str, int]]:
+    """pid -> (command line, RSS KiB) for `root` and every process it started, however deep: the
+    SuperLink runs in a session of its own, so the tree, not the session, is the run."""
+    try:
+        top = psutil.Process(root)
+        procs = [top, *top.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return {}
     out = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for proc in procs:
         try:
-            if os.getsid(int(proc.name)) != sid:
-                continue
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            rss = next(int(line.split()[1]) for line in (proc / "status").read_text().splitlines()
-                       if line.startswith("VmRSS:"))
-            out[int(proc.name)] = (cmd, rss)
-        except (OSError, ProcessLookupError, ValueError, StopIteration):
+            out[proc.pid] = (" ".join(proc.cmdline()), proc.memory_info().rss // 1024)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
             continue
     return out
 
 
-def _kind(pid: int, cmd: str, driver: int) -> str:
-    if pid == driver:
+def _kind(cmd: str) -> str:
+    if "flwr-simulation" in cmd:  # the server (ServerApp) and Flower's simulation engine
         return "driver"
     if "ClientAppActor" in cmd:  # a Ray worker process serving clients (titled once it is one)
         return "client"
-    return "ray"  # raylet, GCS, dashboard and its agents, log monitor, idle workers...
+    # the fedprge command, the SuperLink, raylet, GCS, dashboard and its agents, idle workers...
+    return "other"
 
 
-def measure(n: int, args, out: Path) -> dict:
-    sets = [f"model={args.model}", "task=mixed", "rounds=2", f"num-clients={n}",
+def run_sets(n: int, args) -> list[str]:
+    """The run's settings with N clients (a key's last value wins)."""
+    return [f"model={args.model}", "task=mixed", "rounds=2", f"num-clients={n}",
             f"clients-per-round={n}", "local-steps=1", "q=2", "batch-size=2", "partition=iid",
             "client-test-fraction=0", "personal-steps=0", "client-eval-size=0", "eval-size=32",
             "eval-every=100", f"ray-cpus={args.ray_cpus}", *args.set]
+
+
+def measure(n: int, args, out: Path) -> dict:
+    sets = run_sets(n, args)
     cmd = [sys.executable, "-m", "simulation.cli", "run", "--quiet", "--out", str(out)]
     cmd += [a for kv in sets for a in ("--set", kv)]
     t0 = time.perf_counter()
@@ -75,7 +82,7 @@ def measure(n: int, args, out: Path) -> dict:
         for pid, (c, rss) in seen.items():
             peak[pid] = max(peak[pid], rss)
             if kinds.get(pid) != "client":  # a worker is retitled when it becomes an actor
-                kinds[pid] = _kind(pid, c, proc.pid)
+                kinds[pid] = _kind(c)
         peak_total = max(peak_total, sum(rss for _, rss in seen.values()))
         time.sleep(0.2)
     err = proc.stderr.read()
@@ -87,14 +94,16 @@ def measure(n: int, args, out: Path) -> dict:
     if any(m["replies"] != n for m in rounds):
         raise SystemExit(f"not every client answered: {[m['replies'] for m in rounds]}")
     clients = [peak[p] for p, k in kinds.items() if k == "client"]
-    if not clients:  # a renamed actor class would otherwise print a client memory of 0
-        raise SystemExit("no client process (a Ray worker titled ClientAppActor) was seen")
+    drivers = [peak[p] for p, k in kinds.items() if k == "driver"]
+    if not clients or len(drivers) != 1:  # a renamed process would otherwise print 0 MiB
+        raise SystemExit(f"expected client processes (Ray workers titled ClientAppActor) and one "
+                         f"flwr-simulation process; saw {sorted(set(kinds.values()))}")
     mib = 1024
     return {"clients": n, "messages": sum(m["replies"] for m in rounds),
-            "driver_peak_mib": round(peak[proc.pid] / mib, 1),
+            "driver_peak_mib": round(drivers[0] / mib, 1),
             "client_processes": len(clients),
             "client_peak_mib_max": round(max(clients) / mib, 1),
-            "ray_daemons_peak_mib": round(sum(peak[p] for p, k in kinds.items() if k == "ray") / mib, 1),
+            "other_peak_mib": round(sum(peak[p] for p, k in kinds.items() if k == "other") / mib, 1),
             "tree_peak_mib": round(peak_total / mib, 1),
             "round_s": [round(m["round_s"], 1) for m in rounds],
             "ms_per_message": [round(1000 * m["round_s"] / n, 1) for m in rounds],
@@ -108,6 +117,9 @@ def main() -> None:
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--ray-cpus", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--save", nargs="?", const=True, metavar="PAGE",
+                    help="also write docs/results/scale.json and its page "
+                         "(or PAGE.json: a second setting's page)")
     args = ap.parse_args()
     sizes = [int(x) for x in args.clients.split(",")]
     rows = []
@@ -117,12 +129,39 @@ def main() -> None:
             rows.append(row)
             print(f"{n:>6} clients ({row['messages']:,} messages): driver {row['driver_peak_mib']:7.1f} "
                   f"MiB, client process max {row['client_peak_mib_max']:7.1f} MiB "
-                  f"(x{row['client_processes']}), Ray daemons {row['ray_daemons_peak_mib']:7.1f} MiB, "
+                  f"(x{row['client_processes']}), other processes {row['other_peak_mib']:7.1f} MiB, "
                   f"round s {row['round_s']}, ms/message {row['ms_per_message']}", flush=True)
     ratio = rows[-1]["driver_peak_mib"] / rows[0]["driver_peak_mib"]
     print(f"driver peak RSS at {sizes[-1]:,} vs {sizes[0]:,} clients: {ratio:.3f}x")
-    print(json.dumps({"bench": "scale", "model": args.model, "rows": rows,
-                      "driver_ratio": round(ratio, 4)}))
+    figures = {"bench": "scale", "model": args.model, "rows": rows,
+               "driver_ratio": round(ratio, 4)}
+    if args.save:
+        from simulation.benchpage import save, table
+
+        run = dict(kv.split("=", 1) for kv in run_sets(sizes[0], args))
+        title = (f"Runs where every client is contacted: {run['model']}, task {run['task']} "
+                 f"({run['partition']}), {run['rounds']} rounds, K = {run['local-steps']}, q = "
+                 f"{run['q']}, batch {run['batch-size']}, ray-cpus {run['ray-cpus']}"
+                 + "".join(f", {kv}" for kv in args.set) + "; peak RSS in MiB")
+        save("scale", [table(title, [
+            "N clients", "messages", "driver peak RSS", "client process peak RSS (max)",
+            "CLI, SuperLink, Ray daemons (sum)", "process tree (sum)", "wall per round",
+            "per message, per round", "run wall"],
+            [[f"{r['clients']:,}", f"{r['messages']:,}", f"{r['driver_peak_mib']:.1f}",
+              f"{r['client_peak_mib_max']:.1f} (x{r['client_processes']})",
+              f"{r['other_peak_mib']:.1f}", f"{r['tree_peak_mib']:.1f}",
+              " / ".join(f"{s} s" for s in r["round_s"]),
+              " / ".join(f"{ms} ms" for ms in r["ms_per_message"]), f"{r['wall_s']} s"]
+             for r in rows])], figures, notes=[
+            "clients-per-round = num-clients: every client trains in round 1 and again in round 2 "
+            "(replaying round 1's block); one run per N, one after another",
+            "peak RSS sampled every 0.2 s over the command's process tree: the driver (the "
+            "flwr-simulation process: server and Flower's engine), each Ray worker serving clients "
+            "(the largest; how many), the sum of the rest, and the whole tree at once; per "
+            "message: a round's wall / N at the run's parallelism",
+            f"driver peak RSS at {sizes[-1]:,} clients vs {sizes[0]:,}: {ratio:.3f}x",
+            "not measured: more rounds, multi-machine clusters"], page=args.save)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ MeZO-style), on the same examples and seeds, measured side by side in one run.
     python bench/step_time.py                       # SmolLM2-135M, all 7 projections, rank 8
     python bench/step_time.py --model tiny --reps 5
     python bench/step_time.py --suffix               # suffix adapters: cache, pruning, ExecuTorch
+    python bench/step_time.py [--suffix] --save      # also docs/results/step-time[-suffix].md
 
 Prints a table and ends with one JSON line of its figures.
 """
@@ -40,6 +41,9 @@ def main() -> None:
     ap.add_argument("--ns", default="1,2,4", help="--suffix: N of layers=last-N")
     ap.add_argument("--eps", type=float, default=1e-2, help="--suffix: perturbation scale")
     ap.add_argument("--schemes", default="none,int8", help="--suffix: ExecuTorch base weights")
+    ap.add_argument("--save", nargs="?", const=True, metavar="PAGE",
+                    help="also write docs/results/step-time[-suffix].json and its page "
+                         "(or PAGE.json: a second setting's page)")
     ap.add_argument("--et-full", default="4", type=lambda s: [int(x) for x in s.split(",") if x],
                     help="--suffix: N for which the whole forward is also timed as one program")
     args = ap.parse_args()
@@ -52,7 +56,10 @@ def main() -> None:
             args.qs = "4,16"
         if args.batch == 8:
             args.batch = 16
-        print(json.dumps(suffix_step.run(args)))
+        figures = suffix_step.run(args)
+        if args.save:
+            suffix_step.save_page(args, figures)
+        print(json.dumps(figures))
         return
 
     model, tok = load_model(args.model)
@@ -84,9 +91,23 @@ def main() -> None:
     for r in rows:
         print(f"{r['q']:>3} {r['parallel_s']:>11.3f} {r['sequential_s']:>13.3f} "
               f"{r['speedup']:>7.2f}x")
-    print(json.dumps({"bench": "step_time", "model": args.model, "dim": scorer.dim,
-                      "batch": args.batch, "tokens": int(batch.input_ids.shape[1]),
-                      "rows": rows}))
+    figures = {"bench": "step_time", "model": args.model, "dim": scorer.dim,
+               "batch": args.batch, "tokens": int(batch.input_ids.shape[1]), "rows": rows}
+    if args.save:
+        from simulation.benchpage import save, table
+
+        title = (f"Seconds per P-RGE step on {args.model} (D = {scorer.dim:,}, layers "
+                 f"{args.layers}), batch {args.batch} x {figures['tokens']} tokens, median of "
+                 f"{args.reps}")
+        save("step-time", [table(title, ["q", "parallel s", "sequential s", "speed-up",
+                                         "same scalars"],
+                                 [[r["q"], f"{r['parallel_s']:.3f}", f"{r['sequential_s']:.3f}",
+                                   f"{r['speedup']:.2f}x", "yes" if r["scalars_agree"] else "NO"]
+                                  for r in rows])],
+             figures, notes=["parallel: one batched forward of the 2q copies; sequential: 2q "
+                             "forwards one copy at a time (MeZO-style), the same seeds and "
+                             "examples, interleaved"], page=args.save)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

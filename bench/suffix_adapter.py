@@ -26,3 +26,8 @@ def build_adapter(args: argparse.Namespace):
     scorer = LabelScorer(model, enc.label_ids, targets=args.targets.split(","), rank=args.rank,
                          layers=args.layers, adapter_seed=derive_seed(0, "lora-A"))
     return task, enc, scorer
+
+
+def describe(args: argparse.Namespace, dim: int) -> str:
+    """The adapter as a `--save` page's table titles name it."""
+    return f"{args.model} {args.layers} ({args.targets}, rank {args.rank}, D = {dim:,})"

@@ -138,3 +138,45 @@ def run(args) -> dict:
     return {"bench": "step_time_suffix", "model": args.model, "batch": args.batch,
             "tokens": int(batch.input_ids.shape[1]), "rank": args.rank, "targets": args.targets,
             "cache": cache_rows, "rows": rows, "suffix_speedup": speedup}
+
+
+def save_page(args, figures: dict) -> None:
+    """`--save`: docs/results/step-time-suffix.json and its page, from run()'s figures."""
+    from simulation.benchpage import save, table
+
+    rows = figures["rows"]
+    variants = list(dict.fromkeys(k for r in rows for k in r["seconds"]))  # every row's, in order
+
+    def cells(r: dict, cell) -> list:
+        return [f"{r['layers']} ({r['dim']:,})", r["q"],
+                *(cell(r, k) if k in r["seconds"] else "" for k in variants)]
+
+    what = (f"{args.model}, {args.targets} at rank {args.rank}, batch {figures['batch']} x "
+            f"{figures['tokens']} tokens, eps {args.eps}")
+    timed = table(f"Seconds per P-RGE step on suffix adapters ({what}), median of {args.reps}; "
+                  "(x): speed-up vs before", ["adapter (D)", "q", *variants],
+                  [cells(r, lambda r, k: f"{r['seconds'][k]:.3f} s" if k == "before" else
+                         f"{r['seconds'][k]:.3f} s ({r['speedup_vs_before'][k]:.2f}x)")
+                   for r in rows])
+    agree = table(f"Max relative difference of the q projected gradients from before's ({what})",
+                  ["adapter (D)", "q", *variants],
+                  [cells(r, lambda r, k: f"{r['max_rel_grad_diff'][k]:.1e}") for r in rows])
+    fill = table(f"Filling the frozen-prefix cache (eager, one batch of {figures['batch']} x "
+                 f"{figures['tokens']} tokens)", ["adapter", "seconds per example",
+                                                  "KiB per example"],
+                 [[f"last-{c['n']}", f"{c['prefix_s_per_example']:.3f} s",
+                   f"{c['bytes_per_example'] / 1024:.1f}"] for c in figures["cache"]])
+    best = figures["suffix_speedup"]
+    save("step-time-suffix", [timed, agree, fill], figures, notes=[
+        "before: every adapted layer per copy at every position, no cache (eager, the reference); "
+        "eager: no cache, the last layer for the last token only; +cache: the suffix from cached "
+        "hidden states; +packed: the same on the batch's real tokens only; et+cache, et+packed, "
+        "et-int8+cache: the suffix as an ExecuTorch program (fp32, fp32 packed, int8 base "
+        "weights) from the same cache; et: the whole forward as one fp32 program",
+        f"the same examples and seeds for every variant, side by side: {args.reps} interleaved "
+        "repetitions, medians; the cache filled and the programs lowered before timing",
+        (f"suffix_speedup {best['ratio']}x ({best['variant']}): before / the fastest cached variant "
+         f"whose gradients agree within {AGREE:.0%}, at last-4, q = 4" if best else
+         "suffix_speedup not computed: no last-4, q = 4 row"),
+        "not measured: lowering time, accuracy (int8 evaluation: bench/quantize.py --run)"],
+        page=args.save)
