@@ -167,7 +167,7 @@ def run(cfg: Config, out: PathLike | None = None, progress: bool = False) -> Run
     """Run one federated simulation, exactly as `fedprge run` does, and return its result.
 
     `cfg`: from `load_config`. `out`: the run directory to create (absent, or empty); by
-    default a fresh `<cfg.out>/run-<time>/`, so that a run never overwrites another. `progress`:
+    default a fresh `<cfg.runs_dir>/run-<time>/`, so that a run never overwrites another. `progress`:
     the command line's progress bar and summary table, off by default since a script or a
     notebook usually wants the returned figures instead.
 

@@ -28,7 +28,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML file of kebab-case keys")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key (repeatable)")
-    p.add_argument("--out", help="run directory to create (default: OUT/<command>-<time>)")
+    p.add_argument("--out", help="run directory to create (default: RUNS-DIR/<command>-<time>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 
@@ -127,12 +127,11 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _warn_unused(command: str, args: argparse.Namespace) -> None:
-    from simulation.config_cmd import unused_keys
+    from simulation.config_cmd import unused_warning
 
-    unused = unused_keys(command, args.config, args.overrides)
-    if unused:
-        print(f"fedprge: warning: `fedprge {command}` does not use {', '.join(unused)}",
-              file=sys.stderr)
+    warning = unused_warning(command, args.config, args.overrides)
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -60,15 +60,33 @@ def validate(path: str | None, overrides: list[str]) -> str:
             f"{from_set} from --set, the rest defaults)\n")
 
 
-# The sections of Config (clients/runconfig.py, its "# == name ==" lines) that only the federated
-# simulation reads; `steps` is the one key only centralized training reads.
+# The sections of Config (clients/runconfig.py, its "# == name ==" lines) that only one command
+# reads; every other key is read by both.
 FEDERATED_SECTIONS = ("federated simulation (fedprge run)",
                       "simulated faults, adversaries and deadlines", "Ray (the simulation backend)")
+TRAIN_SECTIONS = ("centralized training (fedprge train)",)
+
+# A key of the other command that means the same thing as one of this command's: named in the
+# warning, so that a config moved from one command to the other is fixed in one edit.
+COUNTERPART = {"eval-every": "eval-every-steps", "eval-every-steps": "eval-every",
+               "rounds": "steps", "steps": "rounds"}
+
+
+def _keys_of(sections: tuple[str, ...]) -> set[str]:
+    return {key for name, rows in config_keys() if name in sections for key, *_ in rows}
 
 
 def unused_keys(command: str, path: str | None, overrides: list[str]) -> list[str]:
     """Keys set in the file or with --set that `fedprge <command>` never reads."""
-    federated = {key for name, rows in config_keys() if name in FEDERATED_SECTIONS
-                 for key, *_ in rows}
-    ignored = federated if command == "train" else {"steps"}
+    ignored = _keys_of(FEDERATED_SECTIONS if command == "train" else TRAIN_SECTIONS)
     return sorted(key for key in sources(path, overrides) if key in ignored)
+
+
+def unused_warning(command: str, path: str | None, overrides: list[str]) -> str | None:
+    """The one-line warning for the keys `fedprge <command>` ignores, each with the key of this
+    command that means the same where there is one; None when every key set is read."""
+    unused = unused_keys(command, path, overrides)
+    if not unused:
+        return None
+    named = [f"{k} (use {COUNTERPART[k]})" if k in COUNTERPART else k for k in unused]
+    return f"fedprge: warning: `fedprge {command}` does not use {', '.join(named)}"

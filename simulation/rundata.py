@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 # Config keys that never tell two runs apart in a meaningful way (where files went).
-_NOT_A_DIFFERENCE = {"out", "cache"}
+_NOT_A_DIFFERENCE = {"runs-dir", "out", "cache"}  # "out": runs saved before its rename
 # Keys a reader looks for first in a label; the rest follow in alphabetical order.
 _LABEL_ORDER = ["method", "strategy", "q", "local-steps", "clients-per-round", "rounds"]
 

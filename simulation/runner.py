@@ -73,7 +73,7 @@ def resume_config(run_dir: str | Path, trust_strategy: str | None = None) -> Con
 
     run_dir = Path(run_dir)
     _check_resumable(run_dir)
-    cfg = config_from_mapping(json.loads((run_dir / "config.json").read_text()))
+    cfg = config_from_mapping(json.loads((run_dir / "config.json").read_text()), saved=True)
     _check_strategy_trusted(run_dir, cfg.strategy, trust_strategy)
     return cfg
 
@@ -127,7 +127,7 @@ def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = T
             os.close(lock)
             raise
     else:
-        run_dir, lock = claim_run_dir(cfg.out, "run", out)
+        run_dir, lock = claim_run_dir(cfg.runs_dir, "run", out)
     try:
         if not resume:
             write_json(run_dir / "config.json", cfg.to_dict())

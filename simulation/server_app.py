@@ -556,7 +556,7 @@ def build_server_app(cfg: Config | None = None, run_dir: Path | None = None,
                 stop_with_owner(given.owner_pid)
         lock, scratch = None, None  # `fedprge run` holds its directory's lock itself
         if out is None:  # `flwr run .`: this app makes the directory, and holds it as the runner does
-            out, lock = claim_run_dir(run_cfg.out, "run")
+            out, lock = claim_run_dir(run_cfg.runs_dir, "run")
             write_json(out / "config.json", run_cfg.to_dict())
             record_environment(out)
             # the clients were given no run directory: their devices live in a folder of this

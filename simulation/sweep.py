@@ -124,7 +124,7 @@ def validate(config: str | None, overrides: list[str], points: list[Point]) -> N
             load_strategy(cfg.strategy, **cfg.strategy_args)
         except (ConfigError, StrategyError) as err:
             raise SweepError(f"point {p.name}: {err}") from None
-        flat = {k: v for k, v in cfg.to_dict().items() if k != "out"}
+        flat = {k: v for k, v in cfg.to_dict().items() if k != "runs-dir"}
         key = json.dumps(flat, sort_keys=True, default=str)
         if key in resolved:  # e.g. q=4,04: two directories, one experiment
             raise SweepError(f"points {resolved[key]} and {p.name} resolve to the same config")

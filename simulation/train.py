@@ -53,7 +53,7 @@ def batch_order(n_examples: int, batch_size: int, steps: int, seed: int,
 
 def train(cfg: Config, out: str | Path | None = None, progress: bool = True) -> Path:
     setup = build(cfg)
-    run_dir, lock = claim_run_dir(cfg.out, "train", out)
+    run_dir, lock = claim_run_dir(cfg.runs_dir, "train", out)
     try:
         return _train_in(run_dir, setup, cfg, progress)
     finally:
@@ -93,7 +93,7 @@ def _train_in(run_dir: Path, setup: Setup, cfg: Config, progress: bool) -> Path:
                   "step_s": time.perf_counter() - t0, "theta_norm": float(theta.norm())}
         for seed, g in zip(result.seeds, result.grads, strict=True):
             update_log.write({"step": step, "seed": seed, "grad": g, "lr": lr, "q": cfg.q})
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        if step % cfg.eval_every_steps == 0 or step == cfg.steps:
             last_eval = evaluate(setup.engine, setup.encoder, test_set, theta)
             record.update(test_acc=last_eval.acc, test_acc_cal=last_eval.acc_calibrated,
                           test_loss=last_eval.loss)

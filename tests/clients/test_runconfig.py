@@ -5,9 +5,28 @@ from clients.runconfig import Config, ConfigError, load_config
 
 def test_defaults_validate_and_round_trip_to_kebab_case():
     cfg = load_config()
-    assert cfg.q == 2 and cfg.model == "smollm2-135m"
+    assert cfg.q == 4 and cfg.model == "smollm2-135m"
     d = cfg.to_dict()
-    assert d["batch-size"] == 8 and "batch_size" not in d
+    assert d["batch-size"] == 16 and "batch_size" not in d
+
+
+def test_a_bare_run_is_the_demos_setting_that_learns():
+    """`fedprge run` with no config trains what the demo trains (the last layer's adapter at the
+    step size that learns it); the demo only narrows the data and evaluates on more examples."""
+    from pathlib import Path
+
+    bare = load_config().to_dict()
+    demo = load_config(Path(__file__).resolve().parents[2] / "configs" / "demo.toml").to_dict()
+    differ = {key for key in bare if bare[key] != demo[key]}
+    assert differ == {"train-size", "prefix-cache-fill", "eval-size"}
+
+
+def test_a_renamed_key_names_its_new_name_and_saved_runs_still_read():
+    from clients.runconfig import config_from_mapping
+
+    with pytest.raises(ConfigError, match="config key 'out' is now 'runs-dir'"):
+        load_config(None, ["out=elsewhere"])
+    assert config_from_mapping({"out": "elsewhere"}, saved=True).runs_dir == "elsewhere"
 
 
 def test_toml_then_overrides(tmp_path):

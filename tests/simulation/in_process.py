@@ -24,7 +24,7 @@ def run_in_process(config_json: Path, run_dir: Path) -> None:
     from simulation.runner import _lower_programs
     from simulation.server_app import build_server_app
 
-    cfg = config_from_mapping(json.loads(Path(config_json).read_text()))
+    cfg = config_from_mapping(json.loads(Path(config_json).read_text()), saved=True)
     if cfg.engine == "executorch":
         _lower_programs(cfg)
     run_dir.mkdir(parents=True)

@@ -9,9 +9,10 @@ import pytest
 
 from simulation.rundir import read_jsonl
 
-TINY = ["--set", "model=tiny", "--set", "steps=6", "--set", "eval-every=3", "--set", "q=4",
+TINY = ["--set", "model=tiny", "--set", "steps=6", "--set", "eval-every-steps=3", "--set", "q=4",
         "--set", "eval-size=64", "--set", "batch-size=8", "--set", "lr=0.05", "--set", "threads=1",
-        "--set", "engine=eager"]  # the ExecuTorch path has its own test below
+        "--set", "engine=eager",  # the ExecuTorch path has its own test below
+        "--set", "layers=all"]  # no frozen prefix: the tests that want one set last-1
 
 
 def fedprge(*args, cwd=None):
@@ -65,7 +66,7 @@ def test_user_errors_are_one_line_and_exit_2(args, message):
 
 def test_train_through_the_executorch_engine(tmp_path):
     env_cache = tmp_path / "cache"
-    args = [*TINY, "--set", "steps=2", "--set", "eval-every=2", "--set", f"cache={env_cache}"]
+    args = [*TINY, "--set", "steps=2", "--set", "eval-every-steps=2", "--set", f"cache={env_cache}"]
     et_run, eager_run = tmp_path / "et", tmp_path / "eager"
     proc = fedprge("train", *args, "--set", "engine=executorch", "--out", str(et_run), "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -40,4 +40,10 @@ def test_keys_the_command_does_not_read_are_named(capsys):
     assert unused_keys("run", "configs/demo.toml", ["steps=5"]) == ["steps"]
     assert unused_keys("run", "configs/demo.toml", []) == []  # every shipped key is read
     _warn_unused("train", argparse.Namespace(config=None, overrides=["rounds=5", "q=4"]))
-    assert capsys.readouterr().err == "fedprge: warning: `fedprge train` does not use rounds\n"
+    assert capsys.readouterr().err == (
+        "fedprge: warning: `fedprge train` does not use rounds (use steps)\n")
+    # one meaning per key: evaluations are counted in rounds by `run`, in steps by `train`
+    _warn_unused("train", argparse.Namespace(config=None, overrides=["eval-every=5", "lr=0.1"]))
+    assert capsys.readouterr().err == (
+        "fedprge: warning: `fedprge train` does not use eval-every (use eval-every-steps)\n")
+    assert unused_keys("run", "configs/train-mr.toml", []) == ["eval-every-steps", "steps"]

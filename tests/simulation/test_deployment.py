@@ -76,7 +76,7 @@ def test_a_superlink_and_three_supernodes_on_loopback_run_the_app(tmp_path):
         run = subprocess.run(
             [str(BIN / "flwr"), "run", ".", "loopback", "--stream", "--run-config",
              f"rounds=1 num-clients={NODES} clients-per-round={NODES} engine='eager' "
-             f"out='{out}'"],
+             f"runs-dir='{out}'"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     (run_dir,) = out.iterdir()

@@ -23,7 +23,10 @@ FED = ["--set", "model=tiny", "--set", "engine=eager",  # ExecuTorch: its own te
        "--set", "clients-per-round=2", "--set", f"local-steps={K}", "--set", f"q={Q}",
        "--set", "lr=0.05", "--set", "eval-every=2", "--set", "eval-size=32",
        "--set", "personal-steps=1", "--set", "client-eval-size=8", "--set", "batch-size=8",
-       "--set", "partition=iid"]
+       "--set", "partition=iid",
+       # every layer adapted (no frozen prefix) at a constant lr: the tests that want a prefix
+       # cache or a schedule set them
+       "--set", "layers=all", "--set", "lr-schedule=constant"]
 
 
 def _fed_run(out, *sets, no_tracebacks: bool = False) -> list[dict]:

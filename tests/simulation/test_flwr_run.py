@@ -57,7 +57,7 @@ def test_flwr_run_completes_and_writes_a_run_directory(tmp_path):
         # --stream: the command returns when the run has ended
         start = subprocess.run(
             [flwr, "run", ".", "--stream", "--federation-config", "num-supernodes=5",
-             "--run-config", f"rounds=2 num-clients=5 clients-per-round=2 engine='eager' out='{out}' "
+             "--run-config", f"rounds=2 num-clients=5 clients-per-round=2 engine='eager' runs-dir='{out}' "
              f"seed={_hung_seed()} hang-prob=0.3 round-deadline-s=12"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert start.returncode == 0, start.stdout + start.stderr

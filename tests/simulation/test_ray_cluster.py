@@ -40,7 +40,7 @@ def test_run_attaches_to_a_running_ray_head(tmp_path):
             time.sleep(0.5)
         out = tmp_path / "run"
         proc = fedprge("run", "--set", "model=tiny", "--set", "engine=eager", "--set", "rounds=2",
-                       "--set", "num-clients=4",
+                       "--set", "num-clients=4", "--set", "local-steps=2",
                        "--set", "clients-per-round=2", "--set", "q=4", "--set", "eval-size=32",
                        "--set", "personal-steps=0", "--set", "client-eval-size=0",
                        "--set", f"ray-address=127.0.0.1:{port}", "--out", str(out), "--quiet")
