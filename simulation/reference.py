@@ -1,5 +1,6 @@
 """The reference pages generated from the code: config keys (docs/reference/config.md), the
-command line (docs/reference/cli.md) and the strategy API (docs/reference/strategy-api.md).
+command line (docs/reference/cli.md), the strategy API (docs/reference/strategy-api.md), and
+pyproject.toml's `[tool.flwr.app.config]` (simulation/flower_app_config.py).
 
 Every key's type, default and meaning come from `Config` in clients/runconfig.py (its comments
 are the descriptions; `# == name ==` lines start a section), and every command's options from the
@@ -19,11 +20,13 @@ from dataclasses import fields
 from pathlib import Path
 
 from simulation.config_doc import config_keys
+from simulation.flower_app_config import with_block
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = {"config": ROOT / "docs" / "reference" / "config.md",
          "cli": ROOT / "docs" / "reference" / "cli.md",
-         "strategy-api": ROOT / "docs" / "reference" / "strategy-api.md"}
+         "strategy-api": ROOT / "docs" / "reference" / "strategy-api.md",
+         "flower-app": ROOT / "pyproject.toml"}  # its [tool.flwr.app.config] block only
 HELP_WIDTH = 100  # argparse wraps to the terminal otherwise: the page must not depend on it
 
 
@@ -37,9 +40,9 @@ def config_page() -> str:
            "a test fails when this page differs from the code.", "",
            "Set a key in a TOML file (`--config FILE`, kebab-case keys as below), on the command",
            "line (`--set key=value`, repeatable; later sources win), as a sweep axis",
-           "(`--grid key=v1,v2`), from Python (`fedprge.load_config(path, key_name=value)`), or,",
-           "for the keys that `pyproject.toml` declares in `[tool.flwr.app.config]` (Flower",
-           "refuses others), with `flwr run . --run-config 'key=value ...'`. A mistake (unknown",
+           "(`--grid key=v1,v2`), from Python (`fedprge.load_config(path, key_name=value)`), or",
+           "with `flwr run . --run-config 'key=value ...'` (`pyproject.toml` declares every key in",
+           "`[tool.flwr.app.config]`, generated from these defaults). A mistake (unknown",
            "key, wrong type, impossible value) stops the command with one line naming the key.",
            "`fedprge config show` prints the resolved config with each value's source.", ""]
     for name, rows in config_keys():
@@ -96,7 +99,8 @@ def strategy_page() -> str:
 
 
 def render() -> dict[str, str]:
-    return {"config": config_page(), "cli": cli_page(), "strategy-api": strategy_page()}
+    return {"config": config_page(), "cli": cli_page(), "strategy-api": strategy_page(),
+            "flower-app": with_block(PAGES["flower-app"].read_text())}
 
 
 def _shown(path: Path) -> str:

@@ -31,3 +31,13 @@ def test_check_mode_fails_on_a_stale_page(tmp_path, monkeypatch, capsys):
     assert main(["--check"]) == 1
     assert "stale:" in capsys.readouterr().err
     assert main([]) == 0 and main(["--check"]) == 0  # rewritten, then current
+
+
+def test_the_flower_app_block_replaces_a_hand_written_one_and_keeps_the_rest():
+    from simulation.flower_app_config import END, block, with_block
+
+    hand = '[project]\nname = "x"\n\n[tool.flwr.app.config]\nmodel = "old"\n\n[tool.ruff]\nx = 1\n'
+    once = with_block(hand)
+    assert once == ('[project]\nname = "x"\n\n[tool.flwr.app.config]\n' + block()
+                    + '\n\n[tool.ruff]\nx = 1\n')
+    assert with_block(once) == once and once.count(END) == 1  # regenerating changes nothing
