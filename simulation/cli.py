@@ -115,6 +115,9 @@ def _add_analysis_parsers(sub) -> None:
     rp.add_argument("--target", dest="targets", action="append", type=_percent, default=[],
                     metavar="PCT", help="add a column: bytes and time until calibrated accuracy "
                                         "first reached PCT %% (repeatable), e.g. --target 75")
+    rp.add_argument("--rounds", action="store_true",
+                    help="one row per evaluation round: accuracy, cumulative bytes and elapsed "
+                         "time (over seeds: mean ± 95 %% CI per round)")
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -193,7 +196,7 @@ def _report(args: argparse.Namespace) -> int:
 
     command = "fedprge " + shlex.join(args.argv)  # what a results page says made it
     print(report(args.runs, out=args.out, per_seed=args.per_seed, targets=args.targets,
-                 fmt=args.fmt, command=command), end="")
+                 fmt=args.fmt, command=command, rounds=args.rounds), end="")
     return 0
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from simulation.cost_to_target import cell, header
-from simulation.rundata import Run, SeedGroup, has_seed_axis, load_runs, seed_groups
+from simulation.rundata import Run, RunDataError, SeedGroup, has_seed_axis, load_runs, seed_groups
 from simulation.stats import mean_ci
 from simulation.units import duration, pct, size
 
@@ -216,17 +216,29 @@ def page(text: str, runs: list[Run], command: str) -> str:
 
 
 def report(paths: list[str | Path], out: str | Path | None = None, per_seed: bool = False,
-           targets: Sequence[float] = (), fmt: str = "md", command: str | None = None) -> str:
+           targets: Sequence[float] = (), fmt: str = "md", command: str | None = None,
+           rounds: bool = False) -> str:
     """One row per run; when some runs differ only in `seed` (a sweep with a seed axis), one
     row per setting with mean ± 95 % CI over its seeds instead, unless `per_seed`. Each of
     `targets` (calibrated accuracies, 0-1) adds a cost-to-target column. `fmt`: md, csv or
     latex; `out`: a file to write the table to as well (with `command`, a markdown table is
-    written as a results page: the command and the runs' environments above it)."""
+    written as a results page: the command and the runs' environments above it). `rounds`:
+    one row per evaluation round instead (simulation/report_rounds.py); `targets` do not
+    apply."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if rounds and targets:
+        raise RunDataError("--target does not apply to --rounds (each row is one round)")
     runs = load_runs(paths)
     groups = seed_groups(runs)
-    if has_seed_axis(groups) and not per_seed:
+    if rounds:
+        from simulation.report_rounds import RUN_HEADER, SEED_HEADER, group_rows, run_rows
+
+        if has_seed_axis(groups) and not per_seed:
+            text = _RENDER[fmt](SEED_HEADER, group_rows(groups), 2)
+        else:
+            text = _RENDER[fmt](RUN_HEADER, run_rows(runs), 1)
+    elif has_seed_axis(groups) and not per_seed:
         text = seed_table(groups, targets, fmt)
     else:
         text = table(runs, targets, fmt)

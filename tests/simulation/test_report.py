@@ -299,3 +299,27 @@ def test_every_generated_results_page_is_what_its_command_makes_now(tmp_path, mo
         assert main(argv) == 0
         made = redo.read_text().replace(str(redo), str(page.relative_to(root)))
         assert made == page.read_text(), f"{page} is stale: run `{command}`"
+
+
+def test_rounds_lists_every_evaluation_with_running_byte_totals(tmp_path, capsys):
+    """run_a evaluates at rounds 0, 1, 2; its bytes add up round by round (200 + 200 up)."""
+    a = run_a(tmp_path / "a")
+    assert main(["report", str(a), "--rounds"]) == 0
+    assert capsys.readouterr().out == (
+        "| run | round | raw acc | calibrated acc | bytes up (cumulative) | bytes down (cumulative) "
+        "| elapsed |\n|---|--:|--:|--:|--:|--:|--:|\n"
+        "| a | 0 | 50.0 % | 55.0 % | 0 B | 0 B | 1.0 s |\n"
+        "| a | 1 | 60.0 % | 70.0 % | 200 B | 100 B | 2.0 s |\n"
+        "| a | 2 | 62.5 % | 65.0 % | 400 B | 400 B | 3.0 s |\n")
+    assert main(["report", str(a), "--rounds", "--target", "70"]) == 2
+    assert "--target does not apply to --rounds" in capsys.readouterr().err
+
+
+def test_rounds_over_seeds_are_means_and_intervals_per_round(tmp_path, capsys):
+    runs = [seeded(tmp_path / f"s{i}", i, cal, 0.75) for i, cal in enumerate((0.65, 0.70, 0.75))]
+    assert main(["report", *map(str, runs), "--rounds"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| setting | seeds | round |") and len(lines) == 2 + 3
+    # every seed has run_a's curve: identical values, so zero-width intervals and exact means
+    assert lines[3] == ("| s0 | 3 (0,1,2) | 1 | 60.0 ± 0.0 % | 70.0 ± 0.0 % | 200 B "
+                        "| 100 B | 2.0 s |")
