@@ -27,8 +27,7 @@ from typing import Any
 
 from simulation.cost_to_target import cell, header
 from simulation.rundata import Run, RunDataError, SeedGroup, has_seed_axis, load_runs, seed_groups
-from simulation.stats import mean_ci
-from simulation.units import duration, pct, size
+from simulation.units import duration, mean_known, pct, pct_ci, size
 
 HEADER = ["run", "method", "strategy", "q", "K", "clients/round", "final acc (raw / cal)",
           "best cal acc (round)", "client personalized acc", "bytes up", "bytes down",
@@ -87,20 +86,6 @@ def row(run: Run) -> list[str]:
             size(s.get("bytes_up_per_client_round")), duration(s.get("wall_s"))]
 
 
-def pct_ci(values: list[float | None]) -> str:
-    """"65.0 ± 1.2 %": mean and 95 % half-width over the values known; "-" when none is."""
-    known = [v for v in values if v is not None]
-    if not known:
-        return "-"
-    mean, half = mean_ci(known)
-    return pct(mean) if half is None else f"{100 * mean:.1f} ± {100 * half:.1f} %"
-
-
-def _mean(values: list[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return mean_ci(known)[0] if known else None
-
-
 def group_row(group: SeedGroup) -> list[str]:
     """One setting over its seeds: accuracies as mean ± 95 % CI, costs as means."""
     sums = [r.summary if r.summary is not None else _totals(r) for r in group.runs]
@@ -111,9 +96,9 @@ def group_row(group: SeedGroup) -> list[str]:
     seeds = ",".join(str(r.config.get("seed", "?")) for r in group.runs)
     return [label, f"{len(group.runs)} ({seeds})", *_setting(group.config, group.runs[0].method),
             f"{pct_ci(col('final_acc'))} / {pct_ci(col('final_acc_cal'))}", pct_ci(best),
-            pct_ci(col("client_personal_acc")), size(_mean(col("bytes_up"))),
-            size(_mean(col("bytes_down"))), size(_mean(col("bytes_up_per_client_round"))),
-            duration(_mean(col("wall_s")))]
+            pct_ci(col("client_personal_acc")), size(mean_known(col("bytes_up"))),
+            size(mean_known(col("bytes_down"))), size(mean_known(col("bytes_up_per_client_round"))),
+            duration(mean_known(col("wall_s")))]
 
 
 FORMATS = ("md", "csv", "latex")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from simulation.rundata import Run, SeedGroup, cumulative_bytes
-from simulation.units import duration, pct, size
+from simulation.units import duration, mean_known, pct, pct_ci, size
 
 RUN_HEADER = ["run", "round", "raw acc", "calibrated acc", "bytes up (cumulative)",
               "bytes down (cumulative)", "elapsed"]
@@ -42,8 +42,6 @@ def run_rows(runs: list[Run]) -> list[list[str]]:
 def group_rows(groups: list[SeedGroup]) -> list[list[str]]:
     """Every round that some seed evaluated; a seed that has not reached it (a killed run)
     leaves it out of that round's mean."""
-    from simulation.report import _mean, pct_ci
-
     rows = []
     for group in groups:
         curves = [curve(r) for r in group.runs]
@@ -52,6 +50,6 @@ def group_rows(groups: list[SeedGroup]) -> list[list[str]]:
             at = [c[t] for c in curves if t in c]
             col = {key: [p[key] for p in at] for key in ("acc", "acc_cal", "up", "down", "elapsed")}
             rows.append([group.label, f"{len(at)} ({seeds})", str(t), pct_ci(col["acc"]),
-                         pct_ci(col["acc_cal"]), size(_mean(col["up"])), size(_mean(col["down"])),
-                         duration(_mean(col["elapsed"]))])
+                         pct_ci(col["acc_cal"]), size(mean_known(col["up"])), size(mean_known(col["down"])),
+                         duration(mean_known(col["elapsed"]))])
     return rows

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from simulation.stats import mean_ci
+
 
 def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f} %"
@@ -25,3 +27,18 @@ def duration(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def pct_ci(values: list[float | None]) -> str:
+    """"65.0 ± 1.2 %": mean and 95 % half-width over the values known; "-" when none is."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return "-"
+    mean, half = mean_ci(known)
+    return pct(mean) if half is None else f"{100 * mean:.1f} ± {100 * half:.1f} %"
+
+
+def mean_known(values: list[float | None]) -> float | None:
+    """The mean of the values known (None: none is)."""
+    known = [v for v in values if v is not None]
+    return mean_ci(known)[0] if known else None
