@@ -18,7 +18,20 @@ fleet and its capabilities:
     source = "..."          # where the numbers come from, or "illustrative"
 
 Each client's class is a seeded draw over the shares (`classes_of`): the same run seed gives the
-same fleet on every machine. `round_time` is the virtual clock of one round on one device:
+same fleet on every machine. Shipped sets: `phones` and `laptops` (clients/profiles/, each number
+with its source or marked illustrative).
+
+Per-client capacities (FedScale's style: one row per device rather than classes) come as a CSV
+file with a header, one row per client id:
+
+    client,gflops-fp32,uplink-mbps,downlink-mbps,rtt-ms,memory-gib
+    0,12.5,4.2,31.0,45,3
+    1,55.0,19.0,120.0,30,6
+
+`client`, `gflops-fp32`, `uplink-mbps` and `downlink-mbps` are required; `gflops-int8` defaults
+to `gflops-fp32`, `rtt-ms` to 0, `memory-gib` to no limit; `compute-w` and `radio-w` are
+optional. Client i of a run takes the (i mod rows)-th row in client-id order, so a trace of any
+size serves a fleet of any size. `round_time` is the virtual clock of one round on one device:
 
     latency  = rtt (the message down) + rtt (the reply up)
     radio    = bytes down * 8 / downlink + bytes up * 8 / uplink
@@ -30,6 +43,8 @@ apps, memory bandwidth, or the engine's efficiency varying with shapes (one sust
 
 from __future__ import annotations
 
+import csv
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +95,8 @@ def _device_class(raw: dict, where: str) -> DeviceClass:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DeviceProfileError(f"{where}: {key} must be a number, got {value!r}")
         may_be_zero = key in MAY_BE_ZERO  # no latency, or no power figure; never a zero rate
-        if not np.isfinite(value) or value < 0 or (value == 0 and not may_be_zero):
+        unlimited = key == "memory-gib" and value == math.inf  # a CSV row without a limit
+        if not (np.isfinite(value) or unlimited) or value < 0 or (value == 0 and not may_be_zero):
             raise DeviceProfileError(f"{where}: {key} must be {'>= 0' if may_be_zero else '> 0'}, "
                                      f"got {value!r}")
         values[key.replace("-", "_")] = float(value)
@@ -108,6 +124,83 @@ def load_profiles(path: str | Path) -> list[DeviceClass]:
     if abs(total - 1.0) > 1e-6:
         raise DeviceProfileError(f"{path}: shares sum to {total:g}, not 1")
     return classes
+
+
+SHIPPED_DIR = Path(__file__).parent / "profiles"
+CSV_REQUIRED = ("client", "gflops-fp32", "uplink-mbps", "downlink-mbps")
+CSV_OPTIONAL = ("gflops-int8", "rtt-ms", "memory-gib", "compute-w", "radio-w")
+
+
+def shipped_profiles() -> list[str]:
+    return sorted(p.stem for p in SHIPPED_DIR.glob("*.toml"))
+
+
+def profile_path(spec: str) -> Path:
+    """The file a `devices` value names: a shipped set's name, else a path."""
+    if "/" not in spec and "." not in spec:
+        path = SHIPPED_DIR / f"{spec}.toml"
+        if not path.is_file():
+            raise DeviceProfileError(f"devices={spec!r}: no shipped profile set of that name "
+                                     f"(shipped: {', '.join(shipped_profiles())}; or a .toml "
+                                     f"or .csv path)")
+        return path
+    return Path(spec)
+
+
+def load_client_rows(path: str | Path) -> list[DeviceClass]:
+    """Per-client capacity rows (CSV), in client-id order, each as a class of its own."""
+    path = Path(path)
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as err:
+        raise DeviceProfileError(f"cannot read device rows {str(path)!r}: {err.strerror}") from None
+    if not rows:
+        raise DeviceProfileError(f"{path}: no rows (header: {', '.join(CSV_REQUIRED)}, ...)")
+    header = set(rows[0])
+    missing = [k for k in CSV_REQUIRED if k not in header]
+    if missing:
+        raise DeviceProfileError(f"{path}: missing column {missing[0]!r}")
+    unknown = sorted(header - set(CSV_REQUIRED) - set(CSV_OPTIONAL))
+    if unknown:
+        raise DeviceProfileError(f"{path}: unknown column {unknown[0]!r} "
+                                 f"(columns: {', '.join(CSV_REQUIRED + CSV_OPTIONAL)})")
+    classes: dict[int, DeviceClass] = {}
+    for line, row in enumerate(rows, start=2):
+        where = f"{path}, line {line}"
+        try:
+            client = int(row["client"])
+        except (TypeError, ValueError):
+            raise DeviceProfileError(f"{where}: client must be an integer id, "
+                                     f"got {row['client']!r}") from None
+        if client in classes:
+            raise DeviceProfileError(f"{where}: client {client} has a second row")
+        raw = {k: _number(where, k, v) for k, v in row.items() if k != "client" and v not in
+               (None, "")}
+        raw.setdefault("gflops-int8", raw.get("gflops-fp32"))
+        raw.setdefault("rtt-ms", 0.0)
+        raw.setdefault("memory-gib", math.inf)
+        classes[client] = _device_class({"name": f"client-{client}", "share": 1.0, **raw},
+                                        where)
+    return [classes[c] for c in sorted(classes)]
+
+
+def _number(where: str, key: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise DeviceProfileError(f"{where}: {key} must be a number, got {text!r}") from None
+
+
+def fleet(spec: str, num_clients: int, seed: int) -> list[DeviceClass]:
+    """Each client's device (partition id order) for a `devices` value: a class file's seeded
+    draw, or a CSV's per-client rows."""
+    path = profile_path(spec)
+    if path.suffix == ".csv":
+        rows = load_client_rows(path)
+        return [rows[i % len(rows)] for i in range(num_clients)]
+    classes = load_profiles(path)
+    return [classes[i] for i in classes_of(classes, num_clients, seed)]
 
 
 def classes_of(classes: list[DeviceClass], num_clients: int, seed: int) -> list[int]:

@@ -132,6 +132,18 @@ class Config:
     byzantine_fraction: float = 0.0  # clients that corrupt what they send (a fixed set)
     byzantine_attack: str = "scale"  # scale | sign-flip | random | examples-lie
     byzantine_scale: float = 100.0  # how strongly adversaries scale or flip their values
+    # == edge devices in virtual time (simulation/virtual_clock.py) ==
+    # each client is a device and rounds take its virtual time: "" (off) | phones | laptops (the
+    # shipped sets) | a .toml of device classes | a .csv of per-client rows (clients/devices.py)
+    devices: str = ""
+    # who can be sampled at a round's virtual start: always | diurnal | a .csv trace of
+    # client,start,end seconds (simulation/availability.py); needs devices
+    availability: str = "always"
+    diurnal_hours: float = 8.0  # diurnal: hours a day each client is available
+    virtual_deadline_s: float = 0.0  # a reply arriving later, in virtual seconds, is late (0: none)
+    # sample this many times clients-per-round and keep the first clients-per-round valid replies
+    # to arrive (production systems over-select by ~1.3); needs devices
+    over_selection: float = 1.0
     # == Ray (the simulation backend) ==
     client_cpus: float = 1.0  # Ray CPUs per client; concurrency = cores / client-cpus
     ray_cpus: int = 0  # CPUs the local Ray offers (0: every core); actors = ray-cpus / client-cpus
@@ -206,10 +218,19 @@ class Config:
              "needs engine=executorch (the eager engine is the fp32 reference)"),
             ("lr-schedule", self.lr_schedule in ("constant", "linear", "cosine"),
              "must be constant, linear or cosine"),
+            ("diurnal-hours", 0 < self.diurnal_hours <= 24, "must be in (0, 24]"),
+            ("virtual-deadline-s", self.virtual_deadline_s >= 0, "must be >= 0"),
+            ("over-selection", self.over_selection >= 1, "must be >= 1"),
         ]
         for key, ok, why in checks:
             if not ok:
                 raise ConfigError(f"{key}={getattr(self, key.replace('-', '_'))!r} {why}")
+        if not self.devices:  # these are virtual-time settings: without devices, no clock
+            for key, default in (("availability", "always"), ("virtual-deadline-s", 0.0),
+                                 ("over-selection", 1.0)):
+                if getattr(self, key.replace("-", "_")) != default:
+                    raise ConfigError(f"{key} needs devices (a device profile set: "
+                                      f"--set devices=phones)")
         if self.template and "{text}" not in self.template:
             raise ConfigError(f"template={self.template!r} must contain {{text}}")
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -46,6 +47,21 @@ class LocalResult:
     theta_hash: str
 
 
+def batch_indices(cfg: Config, num_train: int, steps: int, lengths: Callable[[], np.ndarray],
+                  *path) -> list[np.ndarray]:
+    """The training-example indices of `steps` local steps: each batch drawn without replacement
+    from the client's examples; with batch-order=length, the same examples regrouped by length
+    (`lengths()`: tokens of each training example). A function of the run seed and `path`
+    (round, client) only: the server counts a device's work from the very same batches."""
+    size = min(cfg.batch_size, num_train)
+    drawn = [np.random.default_rng(derive_seed(cfg.seed, "local-batch", *path, k))
+             .choice(num_train, size=size, replace=False) for k in range(steps)]
+    if cfg.batch_order == "length":
+        rng = np.random.default_rng(derive_seed(cfg.seed, "length-order", *path))
+        drawn = group_by_length(drawn, lengths(), rng)
+    return drawn
+
+
 class ClientWorker:
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -77,17 +93,13 @@ class ClientWorker:
         return self._data[partition_id]
 
     def _batches(self, data: ClientData, steps: int, *path) -> list:
-        """The encoded batches of `steps` local steps: each drawn without replacement from the
-        client's examples; with batch-order=length, the same examples regrouped by length."""
-        size = min(self.cfg.batch_size, len(data.train))
-        drawn = [np.random.default_rng(derive_seed(self.cfg.seed, "local-batch", *path, k))
-                 .choice(len(data.train), size=size, replace=False) for k in range(steps)]
-        if self.cfg.batch_order == "length":
+        """The encoded batches of `steps` local steps (`batch_indices`)."""
+        def lengths() -> np.ndarray:
             if data.partition_id not in self._lengths:  # tokenized once per device, not per round
                 self._lengths[data.partition_id] = self.setup.encoder.lengths(data.train)
-            lengths = self._lengths[data.partition_id]
-            rng = np.random.default_rng(derive_seed(self.cfg.seed, "length-order", *path))
-            drawn = group_by_length(drawn, lengths, rng)
+            return self._lengths[data.partition_id]
+
+        drawn = batch_indices(self.cfg, len(data.train), steps, lengths, *path)
         return [self.setup.encoder.encode([data.train[i] for i in idx]) for idx in drawn]
 
     def local_steps(self, theta: torch.Tensor, data: ClientData, seeds: list[int], eps: float,

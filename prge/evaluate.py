@@ -25,14 +25,21 @@ class EvalResult:
     n: int
 
 
-def label_log_probs(engine: Engine, encoder: PromptEncoder, examples: Sequence[Example],
-                    theta: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-    """log softmax over the label words, (N, num_labels), in the order of `examples`."""
-    # Batch examples of similar length together: less padding, same results.
+EVAL_BATCH = 32  # examples per evaluation forward
+
+
+def eval_order(examples: Sequence[Example], batch_size: int = EVAL_BATCH) -> list[list[int]]:
+    """The evaluation batches, as indices: examples of similar length together (less padding,
+    same results)."""
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].text))
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def label_log_probs(engine: Engine, encoder: PromptEncoder, examples: Sequence[Example],
+                    theta: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """log softmax over the label words, (N, num_labels), in the order of `examples`."""
     out = torch.empty(len(examples), len(encoder.label_ids))
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    for idx in eval_order(examples, batch_size):
         batch = encoder.encode([examples[i] for i in idx])
         logits = engine.label_logits(batch, theta[None])[0]
         out[idx] = F.log_softmax(logits.float(), dim=-1)
@@ -48,6 +55,6 @@ def scores(log_probs: torch.Tensor, labels: torch.Tensor) -> EvalResult:
 
 
 def evaluate(engine: Engine, encoder: PromptEncoder, examples: Sequence[Example],
-             theta: torch.Tensor, batch_size: int = 32) -> EvalResult:
+             theta: torch.Tensor, batch_size: int = EVAL_BATCH) -> EvalResult:
     log_probs = label_log_probs(engine, encoder, examples, theta, batch_size)
     return scores(log_probs, torch.tensor([ex.label for ex in examples]))

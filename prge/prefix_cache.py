@@ -237,7 +237,16 @@ class PrefixCache:
             self.hidden(batch)
 
 
-def warm_examples(engine, encoder, examples, batch_size: int = 32,
+WARM_BATCH = 32  # examples per up-front fill batch
+
+
+def warm_order(examples: list, batch_size: int = WARM_BATCH) -> list[list]:
+    """The up-front fill's batches: examples sorted by length (little padding)."""
+    ordered = sorted(examples, key=lambda ex: len(ex.text))
+    return [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
+def warm_examples(engine, encoder, examples, batch_size: int = WARM_BATCH,
                   store: Path | None = None) -> float:
     """Fill an engine's prefix cache with these examples up front, in batches of similar length
     (little padding); seconds spent. With `store` (a device's storage), read them from there if
@@ -251,8 +260,7 @@ def warm_examples(engine, encoder, examples, batch_size: int = 32,
             return time.perf_counter() - t0
         except PrefixStoreError:
             pass  # a damaged or foreign file: computed below and written over, atomically
-    ordered = sorted(examples, key=lambda ex: len(ex.text))
-    batches = [encoder.encode(ordered[i:i + batch_size]) for i in range(0, len(ordered), batch_size)]
+    batches = [encoder.encode(chunk) for chunk in warm_order(list(examples), batch_size)]
     engine.cache.warm(batches)
     if store is not None:
         engine.cache.save(store, [k for b in batches for k in engine.cache.keys(b)])

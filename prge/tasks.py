@@ -197,12 +197,18 @@ class PromptEncoder:
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
-    def encode(self, examples: Sequence[Example]) -> Batch:
-        seqs = [self.prefix_ids + self._ids(ex.text)[: self.text_budget] + self.suffix_ids
-                for ex in examples]
-        longest = max(len(s) for s in seqs)
+    def prompt_ids(self, example: Example) -> list[int]:
+        """The token ids `encode` gives this example (template included, text truncated)."""
+        return self.prefix_ids + self._ids(example.text)[: self.text_budget] + self.suffix_ids
+
+    def padded_length(self, longest: int) -> int:
+        """The padded length of a batch whose longest prompt has `longest` tokens."""
         # Pad to a bucket multiple so exported programs see only a few distinct shapes.
-        T = min(self.max_length, -(-longest // self.bucket) * self.bucket)
+        return min(self.max_length, -(-longest // self.bucket) * self.bucket)
+
+    def encode(self, examples: Sequence[Example]) -> Batch:
+        seqs = [self.prompt_ids(ex) for ex in examples]
+        T = self.padded_length(max(len(s) for s in seqs))
         ids = torch.full((len(seqs), T), self.pad_id, dtype=torch.long)
         for n, s in enumerate(seqs):
             ids[n, : len(s)] = torch.tensor(s)

@@ -55,6 +55,9 @@ class Checkpoint:
     log_hash: str | None = None  # head of the hash chain over update_log.jsonl's rows
     unsure: list[int] = field(default_factory=list)  # devices whose log cursor must be asked
     consecutive_failed: int = 0  # rounds in a row without a valid reply (simulation/failures.py)
+    # the virtual clock and each device's filled prefixes (simulation/virtual_clock.py,
+    # device_work.py); None: the run has no devices
+    virtual: dict | None = None
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -76,7 +79,7 @@ def save_checkpoint(run_dir: Path, ckpt: Checkpoint) -> None:
               "zero_eval": ckpt.zero_eval, "last_eval": ckpt.last_eval,
               "elapsed_s": ckpt.elapsed_s, "deadline_slowest_s": ckpt.deadline_slowest_s,
               "log_hash": ckpt.log_hash, "unsure": list(ckpt.unsure),
-              "consecutive_failed": ckpt.consecutive_failed}
+              "consecutive_failed": ckpt.consecutive_failed, "virtual": ckpt.virtual}
     text = json.dumps(record).encode()
     _write_atomic(run_dir / CHECKPOINT, lambda f: f.write(text))
     for old in run_dir.glob("checkpoint-*.npy"):  # earlier rounds' theta files
@@ -100,7 +103,8 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
         strategy_state=rec.strategy_state(), zero_eval=rec.numbers("zero_eval"),
         last_eval=rec.numbers("last_eval"), elapsed_s=rec.seconds("elapsed_s"),
         deadline_slowest_s=rec.seconds("deadline_slowest_s", 0.0), log_hash=rec.log_hash(),
-        unsure=rec.unsure(), consecutive_failed=rec.count("consecutive_failed", 0))
+        unsure=rec.unsure(), consecutive_failed=rec.count("consecutive_failed", 0),
+        virtual=rec.virtual())
 
 
 def _read_json(path: Path) -> Any:
@@ -174,6 +178,32 @@ class _Record:
         value = self.get("unsure", [])
         if not (isinstance(value, list) and all(map(_is_count, value))):
             self.fail("unsure", "a list of partition ids", value)
+        return value
+
+    def virtual(self) -> dict | None:
+        """{"now": seconds, "times": {pid: a device's totals}, "filled": {pid: [positions]}}."""
+        value = self.get("virtual", None)
+        if value is None:
+            return None
+        what = "null or the virtual clock's state"
+        if not (isinstance(value, dict) and set(value) == {"now", "times", "filled"}
+                and _is_finite(value["now"]) and value["now"] >= 0
+                and isinstance(value["times"], dict) and isinstance(value["filled"], dict)):
+            self.fail("virtual", what, value)
+        counts = ("rounds", "flops")
+        seconds = ("compute_s", "radio_s", "idle_s")
+        for pid, t in value["times"].items():
+            if not (PARTITION_ID.fullmatch(pid) and isinstance(t, dict)
+                    and set(t) == {*counts, *seconds, "energy_j"}
+                    and all(_is_count(t[k]) for k in counts)
+                    and all(_is_finite(t[k]) and t[k] >= 0 for k in seconds)
+                    and (t["energy_j"] is None or (_is_finite(t["energy_j"])
+                                                   and t["energy_j"] >= 0))):
+                self.fail("virtual", what, t)
+        for pid, positions in value["filled"].items():
+            if not (PARTITION_ID.fullmatch(pid) and isinstance(positions, list)
+                    and all(map(_is_count, positions))):
+                self.fail("virtual", what, positions)
         return value
 
     def theta(self) -> np.ndarray:

@@ -1,8 +1,9 @@
 """pyproject.toml's `[tool.flwr.app.config]`, generated from `Config`: `flwr run .` starts from
 it, and Flower refuses a `--run-config` key that it does not declare, so it declares every key.
 Its values are the defaults of `fedprge run`, except the few in FLOWER_APP that make a bare
-`flwr run .` a quick tour (the tiny model's head adapter, 10 clients, three rounds). `python -m simulation.reference`
-rewrites the block; tests/simulation/test_reference.py fails when it is stale.
+`flwr run .` a quick tour (the tiny model's head adapter, 10 clients, three rounds).
+`python -m simulation.reference` rewrites the block; tests/simulation/test_reference.py fails
+when it is stale.
 """
 
 from __future__ import annotations

@@ -32,17 +32,29 @@ def _records(metrics: Path) -> list[dict]:
 
 
 def progress_fields(last: dict | None, up: int, down: int,
-                    errors: dict[str, str] | None) -> dict[str, str]:
-    """The progress line's figures: the last evaluation, bytes so far, and the latest round's
-    first error (a run whose clients fail says why on the terminal, not only in metrics.jsonl)."""
+                    errors: dict[str, str] | None, virtual_s: float | None = None) -> dict[str, str]:
+    """The progress line's figures: the last evaluation, bytes so far, the devices' virtual time
+    (with `devices`), and the latest round's first error (a run whose clients fail says why on
+    the terminal, not only in metrics.jsonl)."""
     post = {}
     if last:
         post = {"acc": f"{last['test_acc']:.3f}", "cal": f"{last['test_acc_cal']:.3f}"}
     post.update(up=f"{up:,}B", down=f"{down:,}B")
+    if virtual_s is not None:
+        post["virtual"] = virtual_time(virtual_s)
     if errors:
         kind = sorted(errors)[0]
         post["error"] = f"{kind}: {errors[kind]}"[:120]
     return post
+
+
+def virtual_time(seconds: float) -> str:
+    """Virtual time for the progress line: 42s, 7.5min, 3.20h."""
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f}min"
+    return f"{seconds / 3600:.2f}h"
 
 
 def _show(bar: tqdm, records: list[dict]) -> None:
@@ -51,7 +63,8 @@ def _show(bar: tqdm, records: list[dict]) -> None:
     evaluated = [r for r in records if "test_acc" in r]
     post = progress_fields(evaluated[-1] if evaluated else None,
                            sum(r["bytes_up"] for r in rounds), sum(r["bytes_down"] for r in rounds),
-                           rounds[-1].get("errors") if rounds else None)
+                           rounds[-1].get("errors") if rounds else None,
+                           rounds[-1].get("virtual_s") if rounds else None)
     bar.set_postfix(post, refresh=False)
     bar.refresh()
 

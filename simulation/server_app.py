@@ -8,6 +8,7 @@ touches seeds and scalars alone.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import sys
@@ -25,6 +26,7 @@ from tqdm import tqdm
 from clients.app import default_device_dir
 from clients.build import build
 from clients.busy import stop_busy
+from clients.devices import fleet
 from clients.faults import adversaries, draw_faults, simulated_delay_s
 from clients.partition import run_partitions
 from clients.protocol import (
@@ -44,6 +46,7 @@ from prge.perturb import derive_seed
 from prge.prefix_cache import cache_summary, warm_examples
 from prge.scorer import model_fingerprint
 from prge.update_log import LogEntry, replay, state_hash, theta_hash
+from simulation.availability import availability_of
 from simulation.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -53,6 +56,7 @@ from simulation.checkpoint import (
 )
 from simulation.cursors import DeviceCursors
 from simulation.deadline import Deadlines
+from simulation.device_work import DeviceWork
 from simulation.environment import record_environment
 from simulation.failures import STOPPED, FailureWatch
 from simulation.follow import progress_fields
@@ -61,6 +65,7 @@ from simulation.restore import EMPTY_DIGEST, chain_digest, restore_log
 from simulation.rundir import JsonlWriter, claim_run_dir, write_json
 from simulation.traffic import Traffic, one_line, record_size, wire_size
 from simulation.validate import error_reason, validate_eval_reply, validate_reply
+from simulation.virtual_clock import Arrival, VirtualClock, settle
 from strategies.base import ScalarReply, configure_strategy
 from strategies.loader import load_strategy
 
@@ -69,6 +74,10 @@ NODE_WAIT_S = 120.0
 # milliseconds unless the device's process is busy; unanswered, the server's lower bound stands)
 QUERY_WAIT_S = 10.0
 
+
+# what a round's `errors` says of a sound reply it did not keep, in virtual time
+LATE_TEXT = {"late": "the reply arrived after the virtual deadline",
+             "surplus": "over-selection: the round had its replies before this one arrived"}
 
 RESEND_ATTEMPTS = 3  # sends of a message whose client process died, after the first
 RESEND_WAIT_S = 1.0  # times the attempt number, before each resend
@@ -100,6 +109,14 @@ class FederatedServer:
         self.deadlines = Deadlines.of(cfg)
         self.worked = False  # whether this launch's client processes have built their models
         self.failures = FailureWatch(cfg.max_failed_rounds)
+        # edge devices in virtual time (simulation/virtual_clock.py); None without `devices`
+        self.clock = self.work = self.availability = None
+        self.personalize_virtual_s = 0.0
+        if cfg.devices:
+            self.clock = VirtualClock(fleet(cfg.devices, cfg.num_clients, cfg.seed),
+                                      quantized=cfg.quantize != "none")
+            self.availability = availability_of(cfg)
+            self.work = DeviceWork(cfg, self.setup, self.partitions)
         self.log_digest = EMPTY_DIGEST  # hash chain over update_log.jsonl's rows
         self.checkpoint = load_checkpoint(run_dir) if resume else None
         if self.checkpoint is not None:
@@ -124,6 +141,9 @@ class FederatedServer:
         self.totals = Counter(ckpt.totals)
         self.deadlines.slowest = ckpt.deadline_slowest_s
         self.failures.streak = ckpt.consecutive_failed
+        if self.clock is not None and ckpt.virtual is not None:
+            self.clock.restore(ckpt.virtual)
+            self.work.restore(ckpt.virtual["filled"])
         if ckpt.strategy_state is not None:
             try:
                 self.strategy.load_state_dict(ckpt.strategy_state)
@@ -141,7 +161,12 @@ class FederatedServer:
             totals=dict(self.totals), strategy_state=self.strategy.state_dict(), zero_eval=zero,
             last_eval=last, elapsed_s=elapsed, deadline_slowest_s=self.deadlines.slowest,
             log_hash=self.log_digest, unsure=sorted(self.cursors.unsure),
-            consecutive_failed=self.failures.streak))
+            consecutive_failed=self.failures.streak, virtual=self.virtual_state()))
+
+    def virtual_state(self) -> dict | None:
+        if self.clock is None:
+            return None
+        return {**self.clock.state(), "filled": self.work.state()}
 
     # -- set-up -------------------------------------------------------------------------------
     def discover_nodes(self) -> None:
@@ -196,7 +221,72 @@ class FederatedServer:
 
     # -- one round ----------------------------------------------------------------------------
     def cohort(self, server_round: int) -> list[int]:
-        return sample_cohort(self.cfg, server_round)
+        """The round's sampled clients: `sample_cohort`, unless devices come and go or are
+        over-selected; then a seeded draw of ceil(over-selection * clients-per-round) among those
+        available at the round's virtual start."""
+        cfg = self.cfg
+        if self.clock is None or (cfg.availability == "always" and cfg.over_selection == 1):
+            return sample_cohort(cfg, server_round)
+        available = self.available_now()
+        size = min(len(available), math.ceil(cfg.clients_per_round * cfg.over_selection))
+        rng = np.random.default_rng(derive_seed(cfg.seed, "cohort", server_round))
+        return sorted(int(p) for p in rng.choice(available, size=size, replace=False))
+
+    def available_now(self) -> list[int]:
+        """The clients available at the clock's time; with none, the clock moves on to the next
+        moment one is."""
+        for _ in range(3):  # the next start is found to float rounding: a step past it at most
+            available = self.availability.available(self.clock.now)
+            if available:
+                self.last_available = len(available)
+                return available
+            self.clock.now = self.availability.next_start(self.clock.now)
+        raise RuntimeError(f"no client is available at virtual time {self.clock.now:.0f} s")
+
+    def refuse_short_of_memory(self, pids: list[int], rejected: Counter,
+                               errors: dict[str, tuple[int, str]]) -> list[int]:
+        """The devices that can hold the round's work; the others are refused (`memory`), never
+        contacted."""
+        if self.work is None:
+            return pids
+        kept = []
+        for pid in pids:
+            need, device = self.work.memory_bytes(pid), self.clock.devices[pid]
+            if need <= device.memory_gib * 2**30:
+                kept.append(pid)
+                continue
+            rejected["memory"] += 1
+            entry = (pid, f"{device.name} holds {device.memory_gib:g} GiB; the program, caches "
+                          f"and adapter copies need {need / 2**30:.2f} GiB")
+            errors["memory"] = min(errors.get("memory", entry), entry)
+        return kept
+
+    def judge_arrivals(self, server_round: int, answers: list, down_of: dict, flops_of: dict,
+                       timeout: float | None, missing: bool) -> tuple[set, set, dict]:
+        """(late, surplus, the round record's virtual-time fields). Without devices a straggler
+        is late when its simulated delay passes the round's deadline; with them, each reply's
+        arrival is its device's virtual time (simulation/virtual_clock.py)."""
+        cfg = self.cfg
+        if self.clock is None:
+            late = {pid for pid, _, ok, _ in answers if ok is not None and timeout
+                    and simulated_delay_s(cfg, server_round, pid) > timeout}
+            return late, set(), {}
+        arrivals: list[Arrival] = []
+        for pid, reply, _, reason in answers:
+            if reason == "actor-lost":  # made up by the runtime: no device sent it
+                continue
+            arrivals.append(self.clock.arrival(pid, down_of[pid], flops_of[pid], wire_size(reply),
+                                               simulated_delay_s(cfg, server_round, pid)))
+        keep = cfg.clients_per_round if cfg.over_selection > 1 else None
+        done = settle({a.pid: a.at_s for a in arrivals},
+                      {pid for pid, _, ok, _ in answers if ok is not None},
+                      cfg.virtual_deadline_s or None, keep, missing)
+        self.clock.close_round(arrivals, done.duration_s)
+        fields = {"round_virtual_s": done.duration_s, "virtual_s": self.clock.now,
+                  "round_flops": sum(a.flops for a in arrivals)}
+        if cfg.availability != "always":
+            fields["available"] = self.last_available
+        return set(done.late), set(done.surplus), fields
 
     def round_seeds(self, server_round: int) -> list[int]:
         return round_seeds(self.cfg.seed, server_round, self.wire.block)
@@ -217,10 +307,14 @@ class FederatedServer:
         return ScalarReply(pid, *ok), None
 
     @cached_property
+    def partitions(self) -> list:
+        return run_partitions(self.setup.task.train, self.cfg)
+
+    @cached_property
     def train_sizes(self) -> list[int]:
         """Training examples of each simulated client: the simulator dealt the partitions, so the
         server can bound the counts that replies claim (they weight the mean)."""
-        return [len(data.train) for data in run_partitions(self.setup.task.train, self.cfg)]
+        return [len(data.train) for data in self.partitions]
 
     def run_round(self, server_round: int) -> dict:
         t0 = time.perf_counter()
@@ -233,40 +327,53 @@ class FederatedServer:
         cohort = self.cohort(server_round)
         # offline devices are never reached; the rest may still crash, straggle or attack
         online = [p for p in cohort if not draw_faults(cfg, server_round, p).dropout]
+        rejected: Counter = Counter()
+        # each kind's error text from the lowest partition id: arrival order varies between runs
+        errors: dict[str, tuple[int, str]] = {}
+        dropped = len(cohort) - len(online)
+        online = self.refuse_short_of_memory(online, rejected, errors)
         traffic = Traffic()
         asked = [p for p in online if p in self.cursors.unsure]
         self.ask_cursors(asked, min(timeout or QUERY_WAIT_S, QUERY_WAIT_S), traffic)
         messages, entries_down, snapshots = [], 0, 0
+        down_of, flops_of = {}, {}  # each contacted device's message bytes and work
         sent_len = len(self.log)  # what every client reached this round holds once it has read it
         for pid in online:
             ins, entries = self.train_ins(pid, server_round, lr)
             msg = Message(RecordDict({"ins": ConfigRecord(ins)}), dst_node_id=self.node_of[pid],
                           message_type="train", group_id=str(server_round))
-            traffic.down += wire_size(msg)
+            down_of[pid] = wire_size(msg)
+            traffic.down += down_of[pid]
             if entries is None:
                 snapshots += 1
             else:
                 entries_down += entries
+            if self.work is not None:
+                flops_of[pid] = self.work.train_round(pid, server_round, entries or 0)
             messages.append(msg)
         valid: list[ScalarReply] = []
-        rejected: Counter = Counter()
-        # each kind's error text from the lowest partition id: arrival order varies between runs
-        errors: dict[str, tuple[int, str]] = {}
         resent = self.totals["resent"]
         unanswered = {self.pid_of[m.metadata.dst_node_id] for m in messages}
+        answers = []
         for reply in self.exchange(messages, timeout=timeout):
             pid = self.pid_of.get(reply.metadata.src_node_id)
             if pid is None:  # not a node we sent to: never aggregated, never tracked
                 rejected["unknown-node"] += 1
                 continue
             unanswered.discard(pid)
-            ok, reason = self.check(reply, server_round, expected)
-            if ok is not None and timeout and simulated_delay_s(cfg, server_round, pid) > timeout:
-                # a simulated straggler: a sound reply that arrives past the deadline. It
-                # rebuilt theta_t, so it holds the log it was sent
-                traffic.reply(reply, "late")
-                rejected["late"] += 1
-                errors["late"] = (-1, "a simulated straggler answered after the deadline")
+            answers.append((pid, reply, *self.check(reply, server_round, expected)))
+        answers.sort(key=lambda a: a[0])  # partition order: arrival order varies between runs
+        late, surplus, virtual = self.judge_arrivals(server_round, answers, down_of, flops_of,
+                                                     timeout, bool(unanswered))
+        for pid, reply, ok, reason in answers:
+            if ok is not None and (pid in late or pid in surplus):
+                # a sound reply the round does not keep: past the deadline, or (over-selection)
+                # after the round had its replies. It rebuilt theta_t: it holds the log it was sent
+                kind = "late" if pid in late else "surplus"
+                traffic.reply(reply, kind)
+                rejected[kind] += 1
+                errors[kind] = (-1, LATE_TEXT[kind] if self.clock is not None
+                                else "a simulated straggler answered after the deadline")
                 self.cursors.settle(pid, sent=sent_len, valid=True)
                 continue
             traffic.reply(reply, reason)
@@ -289,7 +396,7 @@ class FederatedServer:
             errors[kind] = (-1, "no reply before the deadline" if timeout else "no reply")
         texts = {kind: text for kind, (_, text) in sorted(errors.items())}
         record = {"round": server_round, "replies": len(valid), "rejected": sum(rejected.values()),
-                  "dropped": len(cohort) - len(online), "bytes_down": traffic.down,
+                  "dropped": dropped, "bytes_down": traffic.down,
                   # what the cohort's devices replay (one randn(D) each), and who got theta
                   "log_entries_down": entries_down, "snapshots_down": snapshots,
                   "bytes_up": traffic.up, "bytes_up_valid": traffic.up_valid, "lr": lr}
@@ -302,6 +409,7 @@ class FederatedServer:
             record["errors"] = texts
         if self.totals["resent"] > resent:
             record["resent"] = self.totals["resent"] - resent
+        record.update(virtual)
         if valid:
             self.apply(server_round, valid, seeds, lr, record)
         record.update(theta_hash=theta_hash(self.theta), log_len=len(self.log),
@@ -414,11 +522,12 @@ class FederatedServer:
         """The rounds of the log's blocks from entry `start` on (a block boundary)."""
         return self.log_rounds[start // self.wire.block:]
 
-    def state_for(self, pid: int) -> dict:
-        """What a client needs to rebuild theta_T: its catch-up, or (dense) theta itself."""
+    def state_for(self, pid: int) -> tuple[dict, int | None]:
+        """What a client needs to rebuild theta_T: its catch-up, or (dense) theta itself; with
+        the log entries that sends (None: a snapshot)."""
         if self.cfg.method == "prge":
-            return self.catch_up(pid)[0]
-        return {"theta": encode_tensor(self.theta)}
+            return self.catch_up(pid)
+        return {"theta": encode_tensor(self.theta)}, 0
 
     # -- evaluation ---------------------------------------------------------------------------
     def central_eval(self) -> dict:
@@ -440,29 +549,47 @@ class FederatedServer:
         return sorted(rows, key=lambda r: r["client"])
 
     def personalize_cohort(self, pids: list[int]) -> list[dict]:
-        messages = []
+        messages, rows, down_of, flops_of = [], [], {}, {}
+        if self.work is not None:  # a device that cannot hold the work is not asked
+            refused: Counter = Counter()
+            errors: dict[str, tuple[int, str]] = {}
+            kept = self.refuse_short_of_memory(pids, refused, errors)
+            rows += [{"client": p, "error": f"memory: {errors['memory'][1]}"}
+                     for p in pids if p not in kept]
+            pids = kept
         for pid in pids:
-            content = {**self.state_for(pid), "personal-steps": self.cfg.personal_steps}
+            state, entries = self.state_for(pid)
+            content = {**state, "personal-steps": self.cfg.personal_steps}
             messages.append(Message(RecordDict({"ins": ConfigRecord(content)}),
                                     dst_node_id=self.node_of[pid], message_type="evaluate"))
-            self.totals["bytes_down_eval"] += wire_size(messages[-1])
+            down_of[pid] = wire_size(messages[-1])
+            self.totals["bytes_down_eval"] += down_of[pid]
+            if self.work is not None:
+                flops_of[pid] = self.work.personalize(pid, entries or 0)
         timeout = self.deadlines.personalization(self.cfg.personal_steps, self.cfg.local_steps)
-        rows, unanswered = [], set(pids)
+        unanswered, slowest = set(pids), 0.0
         for reply in self.exchange(messages, timeout=timeout):
             pid = self.pid_of.get(reply.metadata.src_node_id)
             if pid not in unanswered:  # not a node asked in this cohort, or a second reply
                 continue
             unanswered.discard(pid)
+            row: dict = {"client": pid}
+            if self.clock is not None and not (reply.has_error() and error_reason(
+                    split_cursor(reply.error.reason)[0]) == "actor-lost"):
+                a = self.clock.arrival(pid, down_of[pid], flops_of[pid], wire_size(reply))
+                slowest = max(slowest, a.at_s)
+                row.update(personalize_virtual_s=a.at_s, personalize_flops=a.flops,
+                           personalize_energy_j=a.energy_j)
             if reply.has_error():
                 text = split_cursor(reply.error.reason)[0]
                 if error_reason(text) != "actor-lost":
                     self.totals["bytes_up_eval"] += wire_size(reply)
-                rows.append({"client": pid, "error": one_line(text)})
+                rows.append({**row, "error": one_line(text)})
                 continue
             self.totals["bytes_up_eval"] += wire_size(reply)
             scores = validate_eval_reply(reply.content.get("res"))
-            rows.append({"client": pid, **scores} if scores else {"client": pid,
-                                                                  "error": "malformed"})
+            rows.append({**row, **scores} if scores else {**row, "error": "malformed"})
+        self.personalize_virtual_s += slowest  # the cohorts one after another
         return rows + [{"client": pid, "error": "timeout"} for pid in unanswered]
 
     # -- the whole run ------------------------------------------------------------------------
@@ -493,9 +620,12 @@ class FederatedServer:
             self.metrics.write(record)
             self.save_checkpoint(t, zero, last, record["elapsed_s"])
             bar.set_postfix(progress_fields(last, self.totals["bytes_up"],
-                                            self.totals["bytes_down"], record.get("errors")))
+                                            self.totals["bytes_down"], record.get("errors"),
+                                            record.get("virtual_s")))
             self.failures.check(t)  # after the round is on disk: the run resumes from here
         clients = self.personalize() if self.cfg.personal_steps or self.cfg.client_eval_size else []
+        if self.clock is not None:  # each device's rounds in virtual time
+            clients = [{**c, **self.clock.client_fields(c["client"])} for c in clients]
         write_json(self.run_dir / "clients.json", clients)
         scored = [c for c in clients if "global_acc" in c]
 
@@ -530,6 +660,11 @@ class FederatedServer:
             "dense_bytes": 4 * self.setup.scorer.dim,  # one float32 upload of the adapter
             **cache_summary(self.setup.engine),  # the server's cache (evaluation set)
         }
+        if self.clock is not None:  # the fleet's time and work (simulation/virtual_clock.py)
+            summary.update(virtual_s=self.clock.now, device_hours=self.clock.device_hours(),
+                           energy_j=self.clock.energy_j(),
+                           device_flops=sum(t.flops for t in self.clock.times.values()),
+                           personalize_virtual_s=self.personalize_virtual_s)
         np.save(self.run_dir / "final_theta.npy", self.theta.numpy())  # also the log's result
         write_json(self.run_dir / "summary.json", summary)
         self.metrics.close()

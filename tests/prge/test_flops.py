@@ -68,3 +68,52 @@ def test_packed_counts_depend_on_the_token_total_only_and_bad_totals_are_refused
     assert counts[0] == counts[1] == counter.suffix(3, 10, 2, 19)
     with pytest.raises(ValueError, match="cannot fill"):
         counter.suffix(3, 10, 2, 31)
+
+
+@pytest.mark.parametrize("n,t,copies,rows", [(1, 1, 2, 1), (1, 9, 8, 5), (4, 1, 2, 4),
+                                             (5, 12, 8, 37), (3, 16, 1, 3), (2, 7, 4, None),
+                                             (6, 13, 3, None)])
+def test_scaled_counts_equal_direct_counts(scorer, n, t, copies, rows):
+    """The counter scales per-example and per-row terms; a direct count of the shape agrees."""
+    counter = FlopCounter(scorer)
+    counter.suffix(2, t, copies, 2 if rows is not None and t > 1 else None)  # memoise first
+    assert counter.suffix(n, t, copies, rows) == counter._suffix(n, t, copies, rows)
+    assert counter.prefix(n, t) == counter._prefix(n, t)
+
+
+def _first_order_real(scorer, n, t, cached):
+    """(FLOPs, bytes of the distinct tensors autograd saved) of a real first-order step."""
+    ids = torch.randint(0, 50, (n, t))
+    last = torch.full((n,), t - 1)
+    theta = torch.zeros(scorer.dim, requires_grad=True)
+    saved = {}
+
+    def keep(x):
+        saved[id(x)] = x
+        return x
+
+    h = scorer.prefix(ids).detach()
+    with FlopCounterMode(display=False) as real:
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda x: x):
+            logits = (scorer.suffix(h, last, theta[None]) if cached
+                      else scorer(ids, last, theta[None]))[0]
+            loss = torch.nn.functional.cross_entropy(logits, torch.zeros(n, dtype=torch.long))
+        torch.autograd.grad(loss, theta)
+    return int(real.get_total_flops()), sum(x.numel() * x.element_size() for x in saved.values())
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_first_order_step_counts_its_backward_and_its_activations(scorer, cached):
+    n, t = 3, 10
+    counter = FlopCounter(scorer)
+    flops, saved = _first_order_real(scorer, n, t, cached)
+    assert counter.first_order(n, t, cached) == flops
+    # the backward adds the activations' gradients (never the frozen weights'), down to the
+    # first adapted layer only
+    forward = counter.suffix(n, t, 1) if cached else counter.forward(n, t, 1)
+    assert forward < counter.first_order(n, t, cached) < 3 * forward
+    # activations grow with the examples; the saved frozen weights do not and are left out
+    _, saved_one = _first_order_real(scorer, 1, t, cached)
+    per_example = counter.first_order_saved_bytes(1, t, cached)
+    assert saved - saved_one == 2 * per_example > 0
+    assert counter.first_order_saved_bytes(n, t, cached) == n * per_example

@@ -51,7 +51,10 @@ def test_suffix_from_the_cache_equals_the_full_forward(tiny, encoder, targets, l
         batch = encoder.encode(part)
         expected = eager.label_logits(batch, thetas)
         got = cached.label_logits(batch, thetas)
-        assert torch.allclose(got, expected, atol=1e-10, rtol=0)
+        # RMSNorm takes its mean in float32 (as Hugging Face's Llama does), as a product whose
+        # summation order the GEMM kernel picks by shape and thread count: a row computed in a
+        # batch of another shape may differ by float32 rounding (it did by 6e-7 at 2 threads)
+        assert torch.allclose(got, expected, atol=1e-6, rtol=0)
     assert cached.cache.stats.misses == misses == len(examples)  # nothing recomputed
     assert cached.cache.stats.hits == len(examples) * 2 + 3
 
