@@ -12,8 +12,8 @@ from clients.worker import ClientWorker
 from prge.perturb import derive_seed
 from simulation.device_work import DeviceWork
 
-SETS = ["model=tiny", "engine=eager", "num-clients=3", "clients-per-round=2", "partition=iid", "local-steps=2", "q=2",
-        "batch-size=4", "client-eval-size=4", "personal-steps=2", "targets=q,v,down"]
+SETS = ["model=tiny", "engine=eager", "num-clients=3", "clients-per-round=2", "partition=iid",
+        "local-steps=2", "q=2", "batch-size=4", "client-eval-size=4", "personal-steps=2", "targets=q,v,down"]
 
 
 def _counted(fn, *args) -> int:
