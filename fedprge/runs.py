@@ -43,7 +43,7 @@ class Runs(Sequence["Run"]):
 
     #: The columns every table has, in this order; the columns after them are config keys.
     COLUMNS: tuple[str, ...] = ("run", "seed", "round", "bytes_up", "bytes_down", "acc", "acc_cal",
-                                "elapsed_s", "path")
+                                "elapsed_s", "virtual_s", "path")
 
     def __init__(self, runs: Iterable[Run]):
         self._runs = list(runs)
@@ -79,7 +79,8 @@ class Runs(Sequence["Run"]):
         rounds up to and including this one: the running total `fedprge plot` draws, 0 at round
         0; NaN for a run that counts no bytes, i.e. `fedprge train`), `acc` and `acc_cal` (raw
         and calibrated test accuracy, fractions in [0, 1]), `elapsed_s` (wall-clock seconds of
-        this host since the run started), `path` (the directory, unambiguous where two sweeps
+        this host since the run started), `virtual_s` (the devices' virtual time at the end of
+        this round, 0 at round 0; NaN for a run without `devices`), `path` (the directory, unambiguous where two sweeps
         share point names); then one column per config key whose value differs between the runs,
         named as in config.json (`method`, `local-steps`, `strategy-args.trim`), which are the
         keys `fedprge plot` names in its legend. A key that does not vary gets no column: it
@@ -102,7 +103,8 @@ class Runs(Sequence["Run"]):
                 row = {"run": run.path.name, "seed": flat.get("seed") if flat else None,
                        "round": m.get("round", m.get("step", i)), "bytes_up": up, "bytes_down": down,
                        "acc": m["test_acc"], "acc_cal": m.get("test_acc_cal"),
-                       "elapsed_s": m.get("elapsed_s"), "path": str(run.path)}
+                       "elapsed_s": m.get("elapsed_s"), "virtual_s": _virtual_at(run, m),
+                       "path": str(run.path)}
                 row.update({k: _cell(flat.get(k)) if flat else None for k in varying})
                 rows.append(row)
         return pd.DataFrame(rows, columns=[*self.COLUMNS, *varying])
@@ -121,3 +123,12 @@ def load_runs(paths: PathLike | Iterable[PathLike]) -> Runs:
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     return Runs(_load([Path(p) for p in paths]))
+
+
+def _virtual_at(run: Run, record: dict) -> float | None:
+    """The devices' virtual time after this record's round (round 0: 0 s); None without devices."""
+    if "virtual_s" in record:
+        return float(record["virtual_s"])
+    if record.get("round") == 0 and any("virtual_s" in m for m in run.metrics):
+        return 0.0
+    return None

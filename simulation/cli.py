@@ -98,8 +98,8 @@ def _add_analysis_parsers(sub) -> None:
                     help="both: calibrated solid, raw dashed (default)")
     pl.add_argument("--x", dest="axes", action="append", type=_axes, metavar="AXIS",
                     help="x axis of a figure: bytes-up (cumulative bytes uploaded), bytes (up + "
-                         "down), rounds, time; repeatable or comma-separated (default: all four, "
-                         "one figure each)")
+                         "down), rounds, time, virtual-time (the devices' time: runs with "
+                         "devices); repeatable or comma-separated (default: all, one figure each)")
     pl.add_argument("--format", dest="fmt", choices=["png", "pdf", "svg"], default="png",
                     help="figure file format (default: png)")
     pl.add_argument("--csv", action="store_true",

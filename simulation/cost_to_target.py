@@ -3,6 +3,8 @@
 Bytes are every byte of the training rounds (up + down, the log or theta included) through the
 round of that evaluation; seconds are wall-clock since the zero-shot evaluation (round 0), so the
 one-time set-up every method shares (loading, lowering, cache fills before round 0) is left out.
+For runs with `devices`, the cell adds the devices' virtual time through that round (their
+prefix fills included: a device fills when it first works, inside the rounds).
 Evaluations happen every `eval-every` rounds: a target is seen at the first evaluation past it.
 """
 
@@ -20,6 +22,7 @@ class Reached:
     round: int
     bytes: int  # up + down through that round
     seconds: float  # since round 0's evaluation
+    virtual_s: float | None  # the devices' time through that round (None: no devices)
 
 
 def _reaches(acc: float, target: float) -> bool:
@@ -37,7 +40,7 @@ def first_reach(run: Run, target: float) -> Reached | None:
         spent += m.get("bytes_up", 0) + m.get("bytes_down", 0)
         if t and _reaches(m.get("test_acc_cal") or 0.0, target):
             seconds = m.get("elapsed_s", 0.0) - (start or 0.0)
-            return Reached(int(t), spent, seconds)
+            return Reached(int(t), spent, seconds, m.get("virtual_s"))
     return None
 
 
@@ -50,8 +53,10 @@ def cell(runs: list[Run], target: float) -> str:
     spent = mean_ci([h.bytes for h in hits])[0]
     seconds = mean_ci([h.seconds for h in hits])[0]
     where = f"r {hits[0].round}" if len(runs) == 1 else f"{len(hits)}/{len(runs)} seeds"
-    return f"{size(spent)} · {duration(seconds)} ({where})"
+    virtual = [h.virtual_s for h in hits]
+    on_devices = "" if None in virtual else f" · {duration(mean_ci(virtual)[0])}"
+    return f"{size(spent)} · {duration(seconds)}{on_devices} ({where})"
 
 
-def header(target: float) -> str:
-    return f"to {100 * target:g} % cal (bytes · time)"
+def header(target: float, virtual: bool = False) -> str:
+    return f"to {100 * target:g} % cal (bytes · time{' · device time' if virtual else ''})"

@@ -1,9 +1,10 @@
 """`fedprge plot`: accuracy against communication, rounds and wall-clock time, one line per run.
 
-One figure per x axis (`--x`, default all four): acc_vs_bytes_up (cumulative bytes the clients
-uploaded, log x axis), acc_vs_bytes (bytes up + down), acc_vs_round and acc_vs_time, as PNG, PDF
-or SVG (`--format`). By default the calibrated accuracy is drawn solid and the raw accuracy
-dashed in the same colour; --metric picks one of them alone. Runs that differ only in `seed` are
+One figure per x axis (`--x`, default all four, five with devices): acc_vs_bytes_up (cumulative
+bytes the clients uploaded, log x axis), acc_vs_bytes (bytes up + down), acc_vs_round,
+acc_vs_time and, for runs with `devices`, acc_vs_virtual_time (the devices' time, not this
+host's), as PNG, PDF or SVG (`--format`). By default the calibrated accuracy is drawn solid and
+the raw accuracy dashed in the same colour; --metric picks one of them alone. Runs that differ only in `seed` are
 drawn as one line, their mean, with a band for the 95 % confidence interval. The legend names
 the config keys that differ between the lines (rundata.labels), nothing else.
 
@@ -45,10 +46,11 @@ METRICS = {"both": ("test_acc_cal", "test_acc"), "test_acc_cal": ("test_acc_cal"
            "test_acc": ("test_acc",)}
 _STYLE = {"test_acc_cal": "-", "test_acc": "--"}
 _NAME = {"test_acc_cal": "calibrated", "test_acc": "raw"}
-AXES = ("bytes-up", "bytes", "rounds", "time")  # --x, in the order figures are written by default
+# --x, in the order figures are written by default (virtual-time: for runs with `devices` only)
+AXES = ("bytes-up", "bytes", "rounds", "time", "virtual-time")
 FORMATS = ("png", "pdf", "svg")
 _FILE = {"bytes-up": "acc_vs_bytes_up", "bytes": "acc_vs_bytes", "rounds": "acc_vs_round",
-         "time": "acc_vs_time"}
+         "time": "acc_vs_time", "virtual-time": "acc_vs_virtual_time"}
 _ZERO_SHOT = "zero-shot"
 
 
@@ -84,6 +86,25 @@ def _x_time(run: Run) -> dict[int, float]:
     return {i: float(m["elapsed_s"]) for i, m in enumerate(run.metrics) if "elapsed_s" in m}
 
 
+def _x_virtual(run: Run) -> dict[int, float]:
+    """The devices' virtual time at the end of each round (round 0: the start, 0 s); a run
+    without `devices` has no points."""
+    if not any("virtual_s" in m for m in run.metrics):
+        return {}
+    return {i: float(m.get("virtual_s", 0.0)) for i, m in enumerate(run.metrics)
+            if "virtual_s" in m or m.get("round") == 0}
+
+
+def _time_axis(x_of, runs: list[Run], what: str, column: str) -> _Axis:
+    """Seconds read badly past ten minutes, minutes past five hours."""
+    longest = max((t for r in runs for t in x_of(r).values()), default=0.0)
+    if longest > 5 * 3600:
+        return _Axis(x_of, f"{what} (h)", f"{column}_h", scale=3600.0)
+    if longest > 600:
+        return _Axis(x_of, f"{what} (min)", f"{column}_min", scale=60.0)
+    return _Axis(x_of, f"{what} (s)", f"{column}_s")
+
+
 @dataclass(frozen=True)
 class _Axis:
     x_of: Callable[[Run], dict[int, float]]
@@ -101,10 +122,9 @@ def _axis(name: str, runs: list[Run]) -> _Axis:
     if name == "rounds":
         return _Axis(_x_round, "round", "x_round")
     if name == "time":
-        longest = max((t for r in runs for t in _x_time(r).values()), default=0.0)
-        if longest > 600:  # seconds read badly past ten minutes
-            return _Axis(_x_time, "wall-clock time (min)", "x_time_min", scale=60.0)
-        return _Axis(_x_time, "wall-clock time (s)", "x_time_s")
+        return _time_axis(_x_time, runs, "wall-clock time", "x_time")
+    if name == "virtual-time":
+        return _time_axis(_x_virtual, runs, "virtual time on the devices", "x_virtual_time")
     raise ValueError(f"unknown x axis {name!r} (one of {', '.join(AXES)})")
 
 
@@ -271,6 +291,8 @@ def plot(paths: list[str | Path], out: str | Path | None = None, metric: str = "
     axes = list(dict.fromkeys(x or AXES))  # each once, in the order asked
     parse_axes(",".join(axes))  # an unknown name fails before anything is read or written
     runs = load_runs(paths)
+    if not x and not any(_x_virtual(r) for r in runs):
+        axes.remove("virtual-time")  # by default, only for runs that have a virtual clock
     # runs that differ only in seed: one line (their mean) and a band; unless none repeats
     groups = seed_groups(runs)
     if not has_seed_axis(groups):

@@ -61,7 +61,24 @@ def _totals(run: Run) -> dict[str, Any]:
             "client_personal_acc": None, "bytes_up": up,
             "bytes_down": sum(m.get("bytes_down", 0) for m in rounds),
             "bytes_up_per_client_round": valid_up / replies if replies else None,
-            "wall_s": run.metrics[-1].get("elapsed_s") if run.metrics else None}
+            "wall_s": run.metrics[-1].get("elapsed_s") if run.metrics else None,
+            "virtual_s": run.metrics[-1].get("virtual_s") if run.metrics else None}
+
+
+VIRTUAL_HEADER = ["device time", "device-hours", "energy"]
+
+
+def has_virtual(runs: list[Run]) -> bool:
+    """Whether any run has devices in virtual time (its figures get their own columns)."""
+    return any("virtual_s" in m for r in runs for m in r.metrics)
+
+
+def _virtual_cells(sums: list[dict[str, Any]]) -> list[str]:
+    """Device time, device-hours and energy: means over the runs that have them."""
+    col = lambda key: [s.get(key) for s in sums]  # noqa: E731
+    hours, energy = mean_known(col("device_hours")), mean_known(col("energy_j"))
+    return [duration(mean_known(col("virtual_s"))), "-" if hours is None else f"{hours:.2f} h",
+            "-" if energy is None else f"{energy / 1000:.1f} kJ"]
 
 
 def _best(run: Run) -> dict[str, Any] | None:
@@ -146,16 +163,24 @@ def _latex(header: list[str], rows: list[list[str]], text_columns: int) -> str:
 _RENDER = {"md": _markdown, "csv": _csv, "latex": _latex}
 
 
+def _sums(runs: list[Run]) -> list[dict[str, Any]]:
+    return [r.summary if r.summary is not None else _totals(r) for r in runs]
+
+
 def _table(runs: list[Run], targets: Sequence[float]) -> tuple[list[str], list[list[str]], int]:
     """(header, rows, how many leading columns are text) of one row per run."""
-    return (HEADER + [header(t) for t in targets],
-            [row(run) + [cell([run], t) for t in targets] for run in runs], 3)
+    virtual = has_virtual(runs)
+    extra = (lambda rs: _virtual_cells(_sums(rs))) if virtual else (lambda rs: [])  # noqa: E731
+    return (HEADER + (VIRTUAL_HEADER if virtual else []) + [header(t, virtual) for t in targets],
+            [row(run) + extra([run]) + [cell([run], t) for t in targets] for run in runs], 3)
 
 
 def _seed_table(groups: list[SeedGroup], targets: Sequence[float]) -> tuple[list[str], list[list[str]], int]:
     """(header, rows, how many leading columns are text) of one row per setting."""
-    return (SEED_HEADER + [header(t) for t in targets],
-            [group_row(g) + [cell(g.runs, t) for t in targets] for g in groups], 4)
+    virtual = has_virtual([r for g in groups for r in g.runs])
+    extra = (lambda rs: _virtual_cells(_sums(rs))) if virtual else (lambda rs: [])  # noqa: E731
+    return (SEED_HEADER + (VIRTUAL_HEADER if virtual else []) + [header(t, virtual) for t in targets],
+            [group_row(g) + extra(g.runs) + [cell(g.runs, t) for t in targets] for g in groups], 4)
 
 
 def table(runs: list[Run], targets: Sequence[float] = (), fmt: str = "md") -> str:

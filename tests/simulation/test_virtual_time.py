@@ -10,8 +10,12 @@ import pytest
 
 from clients.devices import SHIPPED_DIR, fleet, load_profiles, shipped_profiles
 from clients.runconfig import ConfigError, load_config
+from fedprge import load_runs
 from simulation.availability import AvailabilityError, Diurnal, Trace
+from simulation.plot import plot
+from simulation.report import report
 from simulation.rundir import read_jsonl
+from simulation.units import duration
 from tests.simulation.test_server_faults import _server
 
 BASE = ["rounds=3", "lr-schedule=constant", "personal-steps=1", "client-eval-size=4",
@@ -29,7 +33,7 @@ def _run(tmp_path, name, sets):
     summary = srv.run()
     rounds = [m for m in read_jsonl(tmp_path / name / "metrics.jsonl") if m["round"] > 0]
     clients = json.loads((tmp_path / name / "clients.json").read_text())
-    return summary, rounds, clients, grid
+    return summary, rounds, clients, grid, tmp_path / name
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +44,7 @@ def phones(tmp_path_factory):
 
 
 def test_two_runs_of_one_config_have_identical_virtual_time(phones):
-    (sa, ra, ca, _), (sb, rb, cb, _), _ = phones
+    (sa, ra, ca, _, _), (sb, rb, cb, _, _), _ = phones
     assert [r["virtual_s"] for r in ra] == [r["virtual_s"] for r in rb]
     assert [r["round_flops"] for r in ra] == [r["round_flops"] for r in rb]
     assert all(r["round_virtual_s"] > 0 and r["round_flops"] > 0 for r in ra)
@@ -52,7 +56,7 @@ def test_two_runs_of_one_config_have_identical_virtual_time(phones):
 
 def test_the_clock_changes_nothing_but_time(phones):
     """Always-on, no deadline, no over-selection: the same cohorts, bytes and model."""
-    (sa, ra, _, ga), _, (so, ro, _, go) = phones
+    (sa, ra, _, ga, _), _, (so, ro, _, go, _) = phones
     keys = ("replies", "bytes_up", "bytes_down", "theta_hash", "log_entries_down")
     assert [[r[k] for k in keys] for r in ra] == [[r[k] for k in keys] for r in ro]
     assert sa["final_theta_hash"] == so["final_theta_hash"]
@@ -61,7 +65,7 @@ def test_the_clock_changes_nothing_but_time(phones):
 
 
 def test_clients_json_holds_each_devices_time_and_work(phones):
-    (summary, rounds, clients, _), _, _ = phones
+    (summary, rounds, clients, _, _), _, _ = phones
     devices = {c.name for c in load_profiles(SHIPPED_DIR / "phones.toml")}
     assert all(c["device"] in devices for c in clients)
     worked = [c for c in clients if c["rounds"]]
@@ -78,7 +82,7 @@ def test_a_slower_device_takes_exactly_its_profiles_ratio_longer(tmp_path):
     """Clients 0 and 2 on one device, 1 and 3 on one with half its GFLOP/s: the same FLOPs take
     exactly twice the compute seconds."""
     rows = _rows(tmp_path / "fleet.csv", ["0,20,10,10,0,", "1,10,10,10,0,"])
-    _, _, clients, _ = _run(tmp_path, "run", [f"devices={rows}"])
+    _, _, clients, _, _ = _run(tmp_path, "run", [f"devices={rows}"])
     per_flop = {c["client"]: c["compute_s"] / c["flops"] for c in clients if c["flops"]}
     assert {p % 2 for p in per_flop} == {0, 1}
     fast, slow = (np.mean([v for p, v in per_flop.items() if p % 2 == k]) for k in (0, 1))
@@ -91,7 +95,7 @@ def test_a_trace_unavailable_client_is_never_sampled(tmp_path):
     # clients 0 and 1 always on; client 2 only at night (never reached in these rounds);
     # client 3 absent from the trace
     trace.write_text("client,start,end\n0,0,86400\n1,0,86400\n2,80000,80001\n")
-    summary, rounds, clients, grid = _run(tmp_path, "run", ["devices=phones",
+    summary, rounds, clients, grid, _ = _run(tmp_path, "run", ["devices=phones",
                                                             f"availability={trace}"])
     assert {p for _, p in grid.sent if _ == "train"} == {0, 1}
     assert all(r["available"] == 2 for r in rounds)
@@ -101,7 +105,7 @@ def test_a_trace_unavailable_client_is_never_sampled(tmp_path):
 
 def test_a_device_short_of_memory_is_refused_with_its_own_reason(tmp_path):
     rows = _rows(tmp_path / "fleet.csv", ["0,20,10,10,0,0.000001", "1,20,10,10,0,"])
-    _, rounds, clients, grid = _run(tmp_path, "run", [f"devices={rows}", "clients-per-round=4"])
+    _, rounds, clients, grid, _ = _run(tmp_path, "run", [f"devices={rows}", "clients-per-round=4"])
     assert all(r["rejected_reasons"] == {"memory": 2} for r in rounds)
     assert "need 0.0" in rounds[0]["errors"]["memory"]
     assert not any(p % 2 == 0 for kind, p in grid.sent if kind == "train")
@@ -110,7 +114,7 @@ def test_a_device_short_of_memory_is_refused_with_its_own_reason(tmp_path):
 
 def test_a_virtual_deadline_makes_slow_devices_late_and_ends_the_round(tmp_path):
     rows = _rows(tmp_path / "fleet.csv", ["0,1000,1000,1000,0,", "1,0.001,1000,1000,0,"])
-    _, rounds, _, _ = _run(tmp_path, "run", [f"devices={rows}", "clients-per-round=4",
+    _, rounds, _, _, _ = _run(tmp_path, "run", [f"devices={rows}", "clients-per-round=4",
                                              "virtual-deadline-s=1"])
     assert all(r["rejected_reasons"] == {"late": 2} and r["replies"] == 2 for r in rounds)
     assert all(r["round_virtual_s"] == 1.0 for r in rounds)
@@ -118,7 +122,7 @@ def test_a_virtual_deadline_makes_slow_devices_late_and_ends_the_round(tmp_path)
 
 def test_over_selection_keeps_the_first_replies_to_arrive(tmp_path):
     rows = _rows(tmp_path / "fleet.csv", ["0,1000,1000,1000,0,", "1,0.01,1000,1000,0,"])
-    _, rounds, clients, grid = _run(tmp_path, "run", [f"devices={rows}", "clients-per-round=2",
+    _, rounds, clients, grid, _ = _run(tmp_path, "run", [f"devices={rows}", "clients-per-round=2",
                                                       "over-selection=2"])
     assert all(r["replies"] == 2 and r["rejected_reasons"] == {"surplus": 2} for r in rounds)
     fast = [c for c in clients if c["client"] % 2 == 0]
@@ -167,3 +171,20 @@ def test_diurnal_availability_follows_each_clients_window():
     lonely = Diurnal(1, hours=1, seed=3)
     start = lonely.next_start(0.0 if not lonely.available(0.0) else 4000.0)
     assert lonely.available(start) == [0]
+
+
+def test_report_plot_and_the_api_read_virtual_time(phones, tmp_path):
+    (summary, rounds, _, _, run), _, (_, _, _, _, off) = phones
+    text = report([run, off], targets=[0.0])
+    header = text.splitlines()[0]
+    assert "device time" in header and "to 0 % cal (bytes · time · device time)" in header
+    assert duration(summary["virtual_s"]) in text.splitlines()[2]
+    written = plot([run], out=tmp_path / "figs", x=["virtual-time"], write_csv=True)
+    points = (tmp_path / "figs" / "acc_vs_virtual_time.csv").read_text().splitlines()
+    assert written[0].name == "acc_vs_virtual_time.png" and len(points) > 2
+    assert "acc_vs_virtual_time.png" not in [p.name for p in plot([off], out=tmp_path / "o")]
+    df = load_runs([run, off]).to_dataframe()
+    mine = df[df["run"] == run.name]
+    assert mine["virtual_s"].iloc[0] == 0.0
+    assert mine["virtual_s"].iloc[-1] == rounds[-1]["virtual_s"]
+    assert df[df["run"] == off.name]["virtual_s"].isna().all()
