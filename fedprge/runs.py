@@ -80,11 +80,12 @@ class Runs(Sequence["Run"]):
         0; NaN for a run that counts no bytes, i.e. `fedprge train`), `acc` and `acc_cal` (raw
         and calibrated test accuracy, fractions in [0, 1]), `elapsed_s` (wall-clock seconds of
         this host since the run started), `virtual_s` (the devices' virtual time at the end of
-        this round, 0 at round 0; NaN for a run without `devices`), `path` (the directory, unambiguous where two sweeps
-        share point names); then one column per config key whose value differs between the runs,
-        named as in config.json (`method`, `local-steps`, `strategy-args.trim`), which are the
-        keys `fedprge plot` names in its legend. A key that does not vary gets no column: it
-        says nothing about the difference between rows, and `run.config` has it.
+        this round, 0 at round 0; NaN for a run without `devices`), `path` (the directory,
+        unambiguous where two sweeps share point names); then one column per config key whose
+        value differs between the runs, named as in config.json (`method`, `local-steps`,
+        `strategy-args.trim`), which are the keys `fedprge plot` names in its legend. A key that
+        does not vary gets no column: it says nothing about the difference between rows, and
+        `run.config` has it.
         """
         import pandas as pd
 

@@ -104,6 +104,14 @@ def _add_analysis_parsers(sub) -> None:
                     help="figure file format (default: png)")
     pl.add_argument("--csv", action="store_true",
                     help="also write the plotted points next to each figure (<figure>.csv)")
+    rt = sub.add_parser("retime", help="finished runs' rounds in the virtual time of another "
+                                       "device fleet, without training again")
+    rt.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run or sweep directories made "
+                                                              "with devices")
+    rt.add_argument("--devices", required=True, help="the fleet: phones, laptops, or a .toml or "
+                                                     ".csv profile file")
+    rt.add_argument("--out", required=True, metavar="DIR",
+                    help="where the re-timed copies go (one directory per run or sweep)")
     rp = sub.add_parser("report", help="a table comparing runs (markdown, CSV or LaTeX)")
     rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run or sweep directories")
     rp.add_argument("--format", dest="fmt", choices=["md", "csv", "latex"], default="md",
@@ -191,6 +199,14 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retime(args: argparse.Namespace) -> int:
+    from simulation.retime import retime
+
+    for path in retime(args.runs, args.devices, args.out):
+        print(path)
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from simulation.report import report
 
@@ -207,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = argv
     handlers = {"prepare": _prepare, "train": _train, "run": _run, "config": _config,
-                "sweep": _sweep, "plot": _plot, "report": _report}
+                "sweep": _sweep, "plot": _plot, "retime": _retime, "report": _report}
     try:
         return handlers[args.command](args)
     except _user_errors() as err:

@@ -4,9 +4,9 @@ One figure per x axis (`--x`, default all four, five with devices): acc_vs_bytes
 bytes the clients uploaded, log x axis), acc_vs_bytes (bytes up + down), acc_vs_round,
 acc_vs_time and, for runs with `devices`, acc_vs_virtual_time (the devices' time, not this
 host's), as PNG, PDF or SVG (`--format`). By default the calibrated accuracy is drawn solid and
-the raw accuracy dashed in the same colour; --metric picks one of them alone. Runs that differ only in `seed` are
-drawn as one line, their mean, with a band for the 95 % confidence interval. The legend names
-the config keys that differ between the lines (rundata.labels), nothing else.
+the raw accuracy dashed in the same colour; --metric picks one of them alone. Runs that differ
+only in `seed` are drawn as one line, their mean, with a band for the 95 % confidence interval.
+The legend names the config keys that differ between the lines (rundata.labels), nothing else.
 
 A dotted horizontal line marks the zero-shot accuracy (the round-0 evaluation, before any
 training) of the metric drawn solid: one line labelled "zero-shot" when every run starts from

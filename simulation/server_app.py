@@ -272,18 +272,26 @@ class FederatedServer:
                     and simulated_delay_s(cfg, server_round, pid) > timeout}
             return late, set(), {}
         arrivals: list[Arrival] = []
+        up_of = {}
         for pid, reply, _, reason in answers:
             if reason == "actor-lost":  # made up by the runtime: no device sent it
                 continue
-            arrivals.append(self.clock.arrival(pid, down_of[pid], flops_of[pid], wire_size(reply),
+            up_of[pid] = wire_size(reply)
+            arrivals.append(self.clock.arrival(pid, down_of[pid], flops_of[pid], up_of[pid],
                                                simulated_delay_s(cfg, server_round, pid)))
         keep = cfg.clients_per_round if cfg.over_selection > 1 else None
-        done = settle({a.pid: a.at_s for a in arrivals},
-                      {pid for pid, _, ok, _ in answers if ok is not None},
-                      cfg.virtual_deadline_s or None, keep, missing)
+        sound = {pid for pid, _, ok, _ in answers if ok is not None}
+        done = settle({a.pid: a.at_s for a in arrivals}, sound, cfg.virtual_deadline_s or None,
+                      keep, missing)
         self.clock.close_round(arrivals, done.duration_s)
         fields = {"round_virtual_s": done.duration_s, "virtual_s": self.clock.now,
-                  "round_flops": sum(a.flops for a in arrivals)}
+                  "round_flops": sum(a.flops for a in arrivals),
+                  # what each device that answered did, so that the run can be re-timed on
+                  # another fleet (simulation/retime.py): partition id, bytes down, FLOPs,
+                  # bytes up, whether the reply was sound, the memory its work needs
+                  "devices_work": [[a.pid, down_of[a.pid], a.flops, up_of[a.pid],
+                                    int(a.pid in sound), self.work.memory_bytes(a.pid)]
+                                   for a in arrivals]}
         if cfg.availability != "always":
             fields["available"] = self.last_available
         return set(done.late), set(done.surplus), fields

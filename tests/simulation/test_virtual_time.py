@@ -14,8 +14,9 @@ from fedprge import load_runs
 from simulation.availability import AvailabilityError, Diurnal, Trace
 from simulation.plot import plot
 from simulation.report import report
-from simulation.rundir import read_jsonl
+from simulation.rundir import read_jsonl, write_json
 from simulation.units import duration
+from tests.simulation.test_cli import fedprge
 from tests.simulation.test_server_faults import _server
 
 BASE = ["rounds=3", "lr-schedule=constant", "personal-steps=1", "client-eval-size=4",
@@ -30,6 +31,7 @@ def _rows(path, lines: list[str], header="client,gflops-fp32,uplink-mbps,downlin
 
 def _run(tmp_path, name, sets):
     srv, grid = _server(tmp_path / name, [*BASE, *sets])
+    write_json(tmp_path / name / "config.json", srv.cfg.to_dict())  # as the runner does
     summary = srv.run()
     rounds = [m for m in read_jsonl(tmp_path / name / "metrics.jsonl") if m["round"] > 0]
     clients = json.loads((tmp_path / name / "clients.json").read_text())
@@ -188,3 +190,31 @@ def test_report_plot_and_the_api_read_virtual_time(phones, tmp_path):
     assert mine["virtual_s"].iloc[0] == 0.0
     assert mine["virtual_s"].iloc[-1] == rounds[-1]["virtual_s"]
     assert df[df["run"] == off.name]["virtual_s"].isna().all()
+
+
+def test_a_run_retimed_on_another_fleet_is_that_fleets_run(tmp_path):
+    """The same training on laptops: re-timing the phones run gives the laptops run's clock."""
+    _, _, _, _, on_phones = _run(tmp_path, "phones", ["devices=phones"])
+    _, laptop_rounds, laptop_clients, _, on_laptops = _run(tmp_path, "laptops", ["devices=laptops"])
+    proc = fedprge("retime", str(on_phones), "--devices", "laptops", "--out", str(tmp_path / "re"))
+    assert proc.returncode == 0, proc.stderr
+    retimed = tmp_path / "re" / "phones"
+    assert proc.stdout.split() == [str(retimed)]
+    rounds = [m for m in read_jsonl(retimed / "metrics.jsonl") if m["round"] > 0]
+    assert [r["virtual_s"] for r in rounds] == [r["virtual_s"] for r in laptop_rounds]
+    summary = json.loads((retimed / "summary.json").read_text())
+    want = json.loads((on_laptops / "summary.json").read_text())
+    assert summary["virtual_s"] == want["virtual_s"] and summary["energy_j"] == want["energy_j"]
+    personal = ("personalize_virtual_s", "personalize_flops", "personalize_energy_j")
+    clients = json.loads((retimed / "clients.json").read_text())
+    assert clients == [{k: v for k, v in c.items() if k not in personal} for c in laptop_clients]
+    assert json.loads((retimed / "config.json").read_text())["devices"] == "laptops"
+
+
+def test_retime_refuses_what_it_cannot_redo_exactly(tmp_path):
+    _, _, _, _, plain = _run(tmp_path, "plain", [])
+    _, _, _, _, late = _run(tmp_path, "late", ["devices=phones", "virtual-deadline-s=1"])
+    for run, why in ((plain, "without devices"), (late, "virtual-deadline-s")):
+        proc = fedprge("retime", str(run), "--devices", "laptops", "--out", str(tmp_path / "x"))
+        assert proc.returncode == 2 and why in proc.stderr and "\n" not in proc.stderr.strip()
+    assert not (tmp_path / "x").exists()
