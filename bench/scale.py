@@ -4,6 +4,7 @@ the memory of the driver and of each client process, and the wall time per round
     python bench/scale.py                                   # N = 100, 1,000, 10,000, tiny model
     python bench/scale.py --clients 1000 --model smollm2-135m --set targets=head
     python bench/scale.py --save                            # also docs/results/scale.md
+    python bench/scale.py --clients 10000 --devices phones --save scale-devices
 
 Each run is `fedprge run` with clients-per-round = num-clients and 2 rounds: every client is
 contacted in round 1 (from theta_0) and again in round 2 (with round 1's log block to replay),
@@ -13,6 +14,10 @@ personalization is off. Peak resident memory is sampled every 0.2 s over the com
 (the driver: the flwr-simulation process that runs the server and Flower's simulation engine; each
 Ray worker process, i.e. client actor; and the rest: the command, the SuperLink, Ray's daemons).
 Wall per message = the round's wall time / N at the run's parallelism (`ray-cpus` actors).
+
+With `--devices PROFILE`, each N runs twice, side by side: without devices, then with the
+virtual clock on that profile set (its FLOP count of every device's work, per-device times and
+the `devices_work` records), and the page gives the host's cost of the clock as ratios.
 
 Ends with one JSON line: the rows, and the driver's peak RSS at the largest N over the smallest.
 """
@@ -67,8 +72,8 @@ def run_sets(n: int, args) -> list[str]:
             "eval-every=100", f"ray-cpus={args.ray_cpus}", *args.set]
 
 
-def measure(n: int, args, out: Path) -> dict:
-    sets = run_sets(n, args)
+def measure(n: int, args, out: Path, extra: tuple[str, ...] = ()) -> dict:
+    sets = run_sets(n, args) + list(extra)
     cmd = [sys.executable, "-m", "simulation.cli", "run", "--quiet", "--out", str(out)]
     cmd += [a for kv in sets for a in ("--set", kv)]
     t0 = time.perf_counter()
@@ -99,7 +104,7 @@ def measure(n: int, args, out: Path) -> dict:
         raise SystemExit(f"expected client processes (Ray workers titled ClientAppActor) and one "
                          f"flwr-simulation process; saw {sorted(set(kinds.values()))}")
     mib = 1024
-    return {"clients": n, "messages": sum(m["replies"] for m in rounds),
+    return {"clients": n, "messages": sum(m["replies"] for m in rounds), "sets": list(extra),
             "driver_peak_mib": round(drivers[0] / mib, 1),
             "client_processes": len(clients),
             "client_peak_mib_max": round(max(clients) / mib, 1),
@@ -117,11 +122,15 @@ def main() -> None:
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--ray-cpus", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--devices", metavar="PROFILE",
+                    help="also run each N with devices=PROFILE and compare (the clock's cost)")
     ap.add_argument("--save", nargs="?", const=True, metavar="PAGE",
                     help="also write docs/results/scale.json and its page "
                          "(or PAGE.json: a second setting's page)")
     args = ap.parse_args()
     sizes = [int(x) for x in args.clients.split(",")]
+    if args.devices:
+        return compare_devices(sizes, args)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
@@ -161,6 +170,53 @@ def main() -> None:
             "message: a round's wall / N at the run's parallelism",
             f"driver peak RSS at {sizes[-1]:,} clients vs {sizes[0]:,}: {ratio:.3f}x",
             "not measured: more rounds, multi-machine clusters"], page=args.save)
+    print(json.dumps(figures))
+
+
+def compare_devices(sizes: list[int], args) -> None:
+    """Each N without and with devices, one after the other: the virtual clock's host cost."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            plain = measure(n, args, Path(tmp) / f"plain-{n}")
+            clock = measure(n, args, Path(tmp) / f"devices-{n}", (f"devices={args.devices}",))
+            virtual = [json.loads(line).get("virtual_s") for line in
+                       (Path(tmp) / f"devices-{n}" / "metrics.jsonl").read_text().splitlines()]
+            ratios = {"driver_rss": clock["driver_peak_mib"] / plain["driver_peak_mib"],
+                      "tree_rss": clock["tree_peak_mib"] / plain["tree_peak_mib"],
+                      "round_s": sum(clock["round_s"]) / sum(plain["round_s"]),
+                      "wall_s": clock["wall_s"] / plain["wall_s"]}
+            rows.append({"clients": n, "plain": plain, "devices": clock, "virtual_s": virtual[-1],
+                         "ratios": {k: round(v, 4) for k, v in ratios.items()}})
+            print(f"{n:>6} clients: devices/plain driver RSS {ratios['driver_rss']:.3f}x, tree RSS "
+                  f"{ratios['tree_rss']:.3f}x, round wall {ratios['round_s']:.3f}x, run wall "
+                  f"{ratios['wall_s']:.3f}x; virtual time {virtual[-1]:.1f} s", flush=True)
+    figures = {"bench": "scale-devices", "model": args.model, "devices": args.devices, "rows": rows}
+    if args.save:
+        from simulation.benchpage import save, table
+
+        run = dict(kv.split("=", 1) for kv in run_sets(sizes[0], args))
+        title = (f"The virtual clock's host cost: every client contacted, {run['model']}, task "
+                 f"{run['task']}, {run['rounds']} rounds, K = {run['local-steps']}, q = {run['q']}, "
+                 f"ray-cpus {run['ray-cpus']}; without devices vs devices={args.devices}")
+        save("scale-devices", [table(title, [
+            "N clients", "driver peak RSS (MiB)", "process tree peak RSS (MiB)",
+            "wall per round (s)", "run wall (s)", "driver RSS ratio", "round wall ratio",
+            "virtual time of the run"],
+            [[f"{r['clients']:,}",
+              f"{r['plain']['driver_peak_mib']:.1f} / {r['devices']['driver_peak_mib']:.1f}",
+              f"{r['plain']['tree_peak_mib']:.1f} / {r['devices']['tree_peak_mib']:.1f}",
+              f"{sum(r['plain']['round_s']):.1f} / {sum(r['devices']['round_s']):.1f}",
+              f"{r['plain']['wall_s']} / {r['devices']['wall_s']}",
+              f"{r['ratios']['driver_rss']:.3f}x", f"{r['ratios']['round_s']:.3f}x",
+              f"{r['virtual_s']:.1f} s"] for r in rows])], figures, notes=[
+            "each cell: without devices / with; one run of each per N, the plain one first, one "
+            "after the other on the same machine",
+            "round wall: the two rounds' wall time summed (the server counts every contacted "
+            "device's FLOPs, times its round and records its work); RSS: peak over the run, "
+            "sampled every 0.2 s",
+            "not measured: repeated pairs (the ratio's noise), more rounds, other profile sets"],
+            page=args.save)
     print(json.dumps(figures))
 
 

@@ -106,6 +106,21 @@ def _check_strategy_trusted(run_dir: Path, strategy: str, trusted: str | None) -
                           f"{strategy} if you trust it")
 
 
+def check_devices(cfg: Config) -> None:
+    """A run's device profiles and availability trace, read before anything starts: a mistake in
+    them is a one-line error (exit 2), not a run that stops at its first round."""
+    if not cfg.devices:
+        return
+    from clients.devices import DeviceProfileError, fleet
+    from simulation.availability import AvailabilityError, availability_of
+
+    try:
+        fleet(cfg.devices, cfg.num_clients, cfg.seed)
+        availability_of(cfg)
+    except (DeviceProfileError, AvailabilityError) as err:
+        raise ConfigError(str(err)) from None
+
+
 def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = True,
                   resume: str | Path | None = None) -> Path:
     """A new run in `out` (or a fresh directory), or, with `resume`, the rest of a stopped run
@@ -116,6 +131,7 @@ def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = T
         load_strategy(cfg.strategy, **cfg.strategy_args)  # fail before starting anything
     except StrategyError as err:
         raise ConfigError(str(err)) from None
+    check_devices(cfg)
     fed = federation_config(cfg)
     # held until this command exits: a second command resuming (or writing into) a live run would
     # interleave its metrics and checkpoints with this one's

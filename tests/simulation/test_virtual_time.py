@@ -218,3 +218,14 @@ def test_retime_refuses_what_it_cannot_redo_exactly(tmp_path):
         proc = fedprge("retime", str(run), "--devices", "laptops", "--out", str(tmp_path / "x"))
         assert proc.returncode == 2 and why in proc.stderr and "\n" not in proc.stderr.strip()
     assert not (tmp_path / "x").exists()
+
+
+def test_a_bad_profile_or_trace_stops_the_command_before_anything_starts(tmp_path):
+    trace = tmp_path / "trace.csv"
+    trace.write_text("client,start,end\n0,5,1\n")
+    for sets, why in ((["devices=tablets"], "no shipped profile set"),
+                      (["devices=phones", f"availability={trace}"], "needs 0 <= start < end")):
+        args = [a for kv in ["model=tiny", *sets] for a in ("--set", kv)]
+        proc = fedprge("run", *args, "--out", str(tmp_path / "run"), "--quiet")
+        assert proc.returncode == 2 and why in proc.stderr, proc.stderr
+        assert not (tmp_path / "run").exists()
