@@ -288,6 +288,12 @@ def print_summary(run_dir: Path, s: dict) -> None:
         ("client steps (per minute)",
          f"{s['client_steps']:,} ({60 * s['client_steps'] / max(s['wall_s'], 1e-9):,.0f})"),
     ]
+    if "virtual_s" in s:  # edge devices in virtual time
+        from simulation.units import duration
+
+        energy = "-" if s.get("energy_j") is None else f"{s['energy_j'] / 1000:,.1f} kJ"
+        rows += [("virtual time on the devices (rounds)", duration(s["virtual_s"])),
+                 ("device-hours / energy", f"{s['device_hours']:.2f} h / {energy}")]
     width = max(len(k) for k, _ in rows)
     print(f"run directory: {run_dir}")
     for k, v in rows:

@@ -313,3 +313,26 @@ def test_suffix_adapter_run_lowers_prefix_and_suffix_programs_once(tmp_path):
     assert len(stores) == 6  # personalization reaches every client
     with np.load(stores[0], allow_pickle=False) as stored:
         assert len(stored.files) > 0 and stored[stored.files[0]].shape[1] == 64  # tiny hidden
+
+
+def test_devices_add_virtual_time_through_the_real_runtime(two_actor_run, tmp_path):
+    """FED with devices=phones on the SuperLink and Ray: the same training, bytes and clients'
+    accuracy as without, plus the devices' time in the metrics, summary and printed summary."""
+    out, _ = two_actor_run
+    timed = tmp_path / "phones"
+    proc = fedprge("run", *FED, "--set", "ray-cpus=2", "--set", "devices=phones",
+                   "--out", str(timed))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    virtual = ("virtual_s", "round_virtual_s", "round_flops", "devices_work")
+
+    def clean(path):
+        return [{k: v for k, v in m.items() if not k.endswith("_s") and k not in virtual}
+                for m in read_jsonl(path)]
+
+    assert clean(timed / "metrics.jsonl") == clean(out / "metrics.jsonl")
+    rounds = [m for m in read_jsonl(timed / "metrics.jsonl") if m["round"] > 0]
+    assert all(m["round_virtual_s"] > 0 for m in rounds)
+    assert [len(m["devices_work"]) for m in rounds] == [m["replies"] for m in rounds]
+    summary = json.loads((timed / "summary.json").read_text())
+    assert summary["virtual_s"] == rounds[-1]["virtual_s"] and summary["energy_j"] > 0
+    assert "virtual time on the devices (rounds)" in proc.stdout
