@@ -7,7 +7,8 @@ of each kind per round in metrics.jsonl, and after `max-failed-rounds` rounds in
 reached at least one client and got no valid reply it stops with `ClientsFailedError` (one line:
 the rounds and the errors). Every round before the stop is checkpointed, so the run directory
 resumes once the cause is fixed. Rounds in which every sampled device was offline reached no one:
-they neither count nor break a streak.
+they neither count nor break a streak. A device refused for memory (simulation/virtual_clock.py)
+counts as reached: a fleet none of whose devices can hold the work stops the run.
 """
 
 from __future__ import annotations

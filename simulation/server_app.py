@@ -425,8 +425,10 @@ class FederatedServer:
         if timeout:
             record["deadline_s"] = timeout
         self.deadlines.observe(record["round_s"], complete=not unanswered)
-        self.failures.observe(server_round, contacted=bool(messages), valid=bool(valid),
-                              errors=texts)
+        # a device refused for memory counts as reached: a fleet that cannot hold the work stops
+        # the run after max-failed-rounds, saying so, instead of training nothing to the end
+        self.failures.observe(server_round, contacted=bool(messages) or rejected["memory"] > 0,
+                              valid=bool(valid), errors=texts)
         return record
 
     def apply(self, server_round: int, valid: list[ScalarReply], seeds: list[int], lr: float,

@@ -12,6 +12,7 @@ from clients.devices import SHIPPED_DIR, fleet, load_profiles, shipped_profiles
 from clients.runconfig import ConfigError, load_config
 from fedprge import load_runs
 from simulation.availability import AvailabilityError, Diurnal, Trace
+from simulation.failures import ClientsFailedError
 from simulation.plot import plot
 from simulation.report import report
 from simulation.rundir import read_jsonl, write_json
@@ -229,3 +230,11 @@ def test_a_bad_profile_or_trace_stops_the_command_before_anything_starts(tmp_pat
         proc = fedprge("run", *args, "--out", str(tmp_path / "run"), "--quiet")
         assert proc.returncode == 2 and why in proc.stderr, proc.stderr
         assert not (tmp_path / "run").exists()
+
+
+def test_a_fleet_that_cannot_hold_the_work_stops_the_run_saying_so(tmp_path):
+    rows = _rows(tmp_path / "fleet.csv", ["0,20,10,10,0,0.000001"])
+    srv, _ = _server(tmp_path / "run", [*BASE, f"devices={rows}", "rounds=6",
+                                        "max-failed-rounds=2"])
+    with pytest.raises(ClientsFailedError, match=r"rounds 1-2\): memory: client-0 holds 1e-06 GiB"):
+        srv.run()
