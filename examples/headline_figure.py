@@ -5,6 +5,7 @@ a band from the lowest to the highest seed.
     fedprge sweep --config configs/study-suffix.toml --grid method=prge,zo-dense,fo \
         --grid seed=0,1,2 --out runs/study-suffix-k24
     python examples/headline_figure.py runs/study-suffix-k24 --out headline.png
+    python examples/headline_figure.py docs/results/runs/study-suffix-k24 --out headline.png  # shipped
 
 Any run or sweep directories will do: runs that differ only in `seed` make one line, named by
 the config keys that tell the lines apart (the method, in the headline study). The band is the
