@@ -27,6 +27,7 @@ memory traffic, and the engine's padding of a batch to its program's fixed row c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -50,6 +51,11 @@ class DeviceData:
     lengths: np.ndarray  # (train + test,) prompt tokens
     canonical: np.ndarray  # (train + test,) position of the first example with the same prompt
 
+    @cached_property
+    def distinct(self) -> int:
+        """How many distinct prompts: the prefix rows a full fill holds."""
+        return len(np.unique(self.canonical))
+
 
 class DeviceWork:
     def __init__(self, cfg: Config, setup, partitions: list[ClientData]):
@@ -61,6 +67,7 @@ class DeviceWork:
         # canonical positions whose prefix each device holds; "all" once an up-front fill ran
         self.filled: dict[int, set[int]] = {}
         self._data: dict[int, DeviceData] = {}
+        self._memory: dict[int, int] = {}
 
     # -- state (checkpointed) -----------------------------------------------------------------
     def state(self) -> dict:
@@ -100,7 +107,7 @@ class DeviceWork:
         if self.cfg.prefix_cache_fill != "upfront" or not self.cached:
             return 0
         d = self.data(pid)
-        if len(self.filled.get(pid, ())) == len(np.unique(d.canonical)):
+        if len(self.filled.get(pid, ())) == d.distinct:
             return 0  # filled at an earlier contact
         examples = d.train + d.test
         position = {id(ex): i for i, ex in enumerate(examples)}
@@ -157,7 +164,13 @@ class DeviceWork:
     def memory_bytes(self, pid: int) -> int:
         """What the device must hold to work: the program's weights at their stored width, the
         prefix rows of all its examples (fp32), theta and its 2q perturbed copies, and for `fo`
-        the activations of a backward at the batch and the longest prompt."""
+        the activations of a backward at the batch and the longest prompt. A constant of the
+        device: computed once (the server asks every round it is sampled)."""
+        if pid not in self._memory:
+            self._memory[pid] = self._memory_need(pid)
+        return self._memory[pid]
+
+    def _memory_need(self, pid: int) -> int:
         d = self.data(pid)
         need = self.weight_bytes + 4 * self.dim * (2 * self.cfg.q + 1)
         if self.cached:
