@@ -2,8 +2,8 @@
 
 The client's own state between rounds is its copy of the global adapter and how far into the
 update log it got (clients/device.py), kept in the simulated device's storage: a file per device
-under the run directory's devices/ when the runner gives one, else under a folder per Flower run.
-After personalization, Flower's Context also holds its personal log.
+under the run directory's devices/ when the runner gives one, else under a folder per Flower run;
+beside it, the personalization method's personal state (clients/personal_store.py).
 """
 
 from __future__ import annotations
@@ -34,12 +34,10 @@ from clients.protocol import (
 from clients.runconfig import Config, config_from_flower
 from clients.worker import built_worker, worker_for
 
-PERSONAL_KEY = "personal-log"
-
 
 def default_device_dir(run_id: int) -> Path:
     """Where devices keep their state when the runner names no directory (`flwr run .`): one
-    folder per Flower run, so Flower's context never holds more than the personal log."""
+    folder per Flower run, so Flower's context never holds any device state."""
     return Path(tempfile.gettempdir()) / "fedprge-devices" / f"run-{run_id}"
 
 
@@ -93,6 +91,10 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
         """Where the device keeps its examples' frozen-prefix hidden states (see worker.data)."""
         return storage(context) / f"{int(context.node_config['partition-id'])}.prefix.npz"
 
+    def personal_store(context: Context) -> Path:
+        """Where the device keeps its personalization method's state (never sent)."""
+        return storage(context) / f"{int(context.node_config['partition-id'])}.personal"
+
     def run_cfg(context: Context) -> Config:
         return cfg or config_from_flower(dict(context.run_config)).cfg
 
@@ -111,7 +113,8 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
         theta = decode_tensor(ins["theta"], worker.setup.scorer.dim)
         pid = int(context.node_config["partition-id"])
         delta, n, loss = worker.train_dense(pid, theta, int(ins["server-round"]), float(ins["eps"]),
-                                            float(ins["lr"]), prefix_store(context))
+                                            float(ins["lr"]), prefix_store(context),
+                                            personal_store(context))
         # the hash of the theta it trained from, under its own model: a device with another base
         # model or A fails the server's check even though it received the right theta
         res = DenseRes(int(ins["server-round"]), delta, n, loss, worker.state_hash(theta))
@@ -123,7 +126,7 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
         theta = device(context, worker.setup.scorer.dim).catch_up(ins.catch_up).theta
         pid = int(context.node_config["partition-id"])
         result = worker.train(pid, theta, ins.server_round, ins.seeds, ins.eps, ins.lr,
-                              prefix_store(context))
+                              prefix_store(context), personal_store(context))
         res = TrainRes(ins.server_round, result.grads, result.num_examples, result.train_loss,
                        result.theta_hash)
         return Message(RecordDict({"res": ConfigRecord(encode_train_res(res, c.scalar_bits))}),
@@ -156,13 +159,10 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
             theta = device(context, worker.setup.scorer.dim).catch_up(update).theta
         else:
             theta = decode_tensor(msg.content["ins"]["theta"], worker.setup.scorer.dim)
-        pid = int(context.node_config["partition-id"])
-        out = worker.personalize(pid, theta, int(msg.content["ins"]["personal-steps"]),
-                                 prefix_store(context))
-        personal = out.pop("personal-log")
-        # The personal adapter stays on the device, stored as its (seed, scalar) log.
-        context.state[PERSONAL_KEY] = ConfigRecord({"seeds": [int(r[0]) for r in personal],
-                                                    "grads": [float(r[1]) for r in personal]})
+        pid, ins = int(context.node_config["partition-id"]), msg.content["ins"]
+        at = int(ins["server-round"]) if "server-round" in ins else None
+        out = worker.personalize(pid, theta, int(ins["personal-steps"]), prefix_store(context),
+                                 at, personal_store(context))
         return Message(RecordDict({"res": ConfigRecord(out)}), reply_to=msg)
 
     return app

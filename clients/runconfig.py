@@ -101,6 +101,16 @@ class Config:
     client_test_fraction: float = 0.2  # each client's own held-out share
     client_eval_size: int = 32  # per-client test examples for global vs personalized accuracy
     personal_steps: int = 5  # local P-RGE steps from the global adapter after the last round
+    # what each device does for its own adapter (clients/personalization/): finetune (personal-
+    # steps from the global adapter before each evaluation) | ditto | local | none |
+    # module:ClassName (your own)
+    personalization: str = "finetune"
+    # keyword arguments of the method: TOML table [personalization-args],
+    # --set personalization-args.lam=0.5
+    personalization_args: dict[str, Any] = field(default_factory=dict)
+    # rounds between evaluations of every client's global and personalized accuracy on its own
+    # test examples (0: after the last round only)
+    client_eval_every: int = 0
     max_reply_value: float = 1e6  # replies with any |value| above it are rejected as absurd
     # precision of the scalars on the wire, both ways: 32 (float32) | 16 (float16) | 8 (int8
     # with a power-of-two scale per round's block; clients/protocol.py)
@@ -188,6 +198,7 @@ class Config:
             ("client-test-fraction", 0 <= self.client_test_fraction < 1, "must be in [0, 1)"),
             ("client-eval-size", self.client_eval_size >= 0, "must be >= 0"),
             ("personal-steps", self.personal_steps >= 0, "must be >= 0"),
+            ("client-eval-every", self.client_eval_every >= 0, "must be >= 0"),
             ("client-cpus", self.client_cpus > 0, "must be > 0"),
             ("ray-cpus", self.ray_cpus >= 0, "must be >= 0"),
             ("max-reply-value", self.max_reply_value > 0, "must be > 0"),

@@ -1,5 +1,6 @@
 """What one simulated edge device does, independent of Flower: rebuild theta_t from the update log,
-run K local P-RGE steps on its own data with the server's seeds, and personalize.
+run K local P-RGE steps on its own data with the server's seeds, and personalize (the run's
+personalization method's hooks, clients/personalization/).
 
 A process (a Ray actor) serves many simulated clients one after another, so everything heavy is
 cached per process: the model and engine (`worker_for`) and the partition of the data. theta is
@@ -28,15 +29,17 @@ from clients.faults import (
     draw_faults,
 )
 from clients.partition import ClientData, run_partitions
+from clients.personal_device import OnDevice
+from clients.personal_store import MemoryStore, PersonalStore
+from clients.personalization import load_personalization
 from clients.runconfig import Config
 from prge.batching import group_by_length
 from prge.estimator import prge_step
-from prge.evaluate import evaluate
 from prge.first_order import fo_step
 from prge.perturb import derive_seed
 from prge.prefix_cache import PrefixCachedEngine, warm_examples
 from prge.scorer import model_fingerprint
-from prge.update_log import LogEntry, state_hash
+from prge.update_log import state_hash
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,17 @@ class ClientWorker:
         self.setup: Setup = build(cfg)
         self._data: dict[int, ClientData] = {}
         self._lengths: dict[int, np.ndarray] = {}  # partition -> tokens per training example
+        self.method = load_personalization(cfg.personalization, **cfg.personalization_args)
+        self._memory: dict[int, MemoryStore] = {}  # personal state of devices without storage
+
+    def device(self, data: ClientData, personal: Path | None, lr: float,
+               personal_steps: int | None = None) -> OnDevice:
+        """The device as the personalization method sees it; its personal state in `personal`
+        (the device's storage), else in this process's memory."""
+        store = (PersonalStore(personal) if personal is not None
+                 else self._memory.setdefault(data.partition_id, MemoryStore()))
+        steps = self.cfg.personal_steps if personal_steps is None else personal_steps
+        return OnDevice(self, data, store, lr, steps)
 
     def state_hash(self, theta: torch.Tensor) -> str:
         """The hash a reply carries: theta under this device's base model and A."""
@@ -138,17 +152,22 @@ class ClientWorker:
         return values
 
     def train(self, partition_id: int, theta: torch.Tensor, server_round: int, seeds: list[int],
-              eps: float, lr: float, store: Path | None = None) -> LocalResult:
-        """K P-RGE steps from theta_t (the device's copy, changed in place)."""
+              eps: float, lr: float, store: Path | None = None,
+              personal: Path | None = None) -> LocalResult:
+        """K P-RGE steps from theta_t (the device's copy, changed in place), then the
+        personalization method's round (its state in `personal`)."""
         rebuilt = self.state_hash(theta)
+        start = theta.clone()  # theta_t: the personalization method's reference
         data = self.data(partition_id, store)
         grads, losses = self.local_steps(theta, data, seeds, eps, lr, server_round, partition_id)
         sent = self.behave(np.asarray(grads, dtype=np.float64), server_round, partition_id)
         n = claimed_examples(self.cfg, partition_id, len(data.train))
+        self.method.on_round(self.device(data, personal, lr), start, server_round)
         return LocalResult(sent.tolist(), n, float(np.mean(losses)), rebuilt)
 
     def train_dense(self, partition_id: int, theta: torch.Tensor, server_round: int, eps: float,
-                    lr: float, store: Path | None = None) -> tuple[torch.Tensor, int, float]:
+                    lr: float, store: Path | None = None,
+                    personal: Path | None = None) -> tuple[torch.Tensor, int, float]:
         """The dense baselines: K local steps from the received theta, returning the change of
         theta itself (what FedAvg uploads). `zo-dense` takes P-RGE steps with the client's own
         seeds (FedZO-style); `fo` takes first-order SGD steps."""
@@ -162,34 +181,29 @@ class ClientWorker:
             _, losses = self.local_steps(local, data, seeds, eps, lr, server_round, partition_id)
         delta = self.behave((local - theta).double().numpy(), server_round, partition_id)
         n = claimed_examples(self.cfg, partition_id, len(data.train))
+        self.method.on_round(self.device(data, personal, lr), theta, server_round)
         return torch.from_numpy(delta).to(theta.dtype), n, float(np.mean(losses))
 
     def personalize(self, partition_id: int, theta: torch.Tensor, steps: int,
-                    store: Path | None = None) -> dict:
-        """Global vs personalized accuracy on the client's own test data.
-
-        With P-RGE the personal adapter is theta_T plus a local log of (seed, scalar) steps on the
-        client's own data with its own seeds; it is returned as that log, never as a tensor. With
-        method=fo the personal steps are first-order (and there is no log to keep).
-        """
+                    store: Path | None = None, server_round: int | None = None,
+                    personal: Path | None = None) -> dict:
+        """Global vs personalized accuracy on the client's own test data, after `server_round`
+        (the run's last by default): the personalization method builds the personal adapter
+        from theta_t and the device's own state (with `finetune`, `steps` local steps with the
+        device's private seeds; clients/personalization/). Nothing personal is returned."""
+        cfg = self.cfg
         data = self.data(partition_id, store)
-        test = data.test[: self.cfg.client_eval_size or None]
-        seeds = [derive_seed(self.cfg.seed, "personal", partition_id, i)
-                 for i in range(steps * self.cfg.q)]
-        personal_log: list[LogEntry] = []
-        personal = theta.clone()  # updated in place by the local steps: equal to replaying the log
-        if steps and self.cfg.method == "fo":
-            self.fo_steps(personal, data, steps, self.cfg.fo_lr, "personal", partition_id)
-        elif steps:
-            grads, _ = self.local_steps(personal, data, seeds, self.cfg.eps, self.cfg.lr,
-                                        "personal", partition_id)
-            personal_log = [LogEntry(s, g, self.cfg.lr, self.cfg.q)
-                            for s, g in zip(seeds, grads, strict=True)]
-        out = {"num-test": len(test), "personal-log": [e.to_row() for e in personal_log]}
+        lr = cfg.fo_lr if cfg.method == "fo" else cfg.lr
+        device = self.device(data, personal, lr, steps)
+        at = cfg.rounds if server_round is None else server_round
+        adapted = self.method.personal(device, theta, at)
+        test = device.examples("test")
+        out = {"num-test": len(test)}
         if test:
-            glob = evaluate(self.setup.engine, self.setup.encoder, test, theta)
-            pers = evaluate(self.setup.engine, self.setup.encoder, test, personal)
-            out.update({"global-acc": glob.acc, "personal-acc": pers.acc})
+            # both always (with `none` they are one adapter): the device's work must not depend
+            # on what the method holds (simulation/device_work.py counts it)
+            out.update({"global-acc": device.evaluate(theta),
+                        "personal-acc": device.evaluate(adapted)})
         return out
 
 

@@ -16,7 +16,9 @@ in the same run directory, with the same checks and one-sentence errors::
     print(df[df["round"] == df["round"].max()].groupby("method")["acc_cal"].mean())
 
 A plug-in aggregation rule subclasses `fedprge.Strategy` (docs/reference/strategy-api.md) and is
-named in the config as `strategy="package.module:Class"`. The whole API is described in
+named in the config as `strategy="package.module:Class"`; a personalization method subclasses
+`fedprge.Personalization` (docs/how-to/own-personalization.md) and is named as
+`personalization="package.module:Class"`. The whole API is described in
 docs/reference/python-api.md.
 
 `import fedprge` itself is cheap: torch, Flower and Ray are imported by the functions that need
@@ -34,6 +36,7 @@ from fedprge.api import RunResult, load_config, resume, run, sweep
 from fedprge.runs import Runs, load_runs
 
 if TYPE_CHECKING:
+    from clients.personalization import Device, Personalization, PersonalizationError
     from clients.runconfig import Config, ConfigError
     from simulation.rundata import Run, RunDataError
     from simulation.runner import RunError
@@ -52,6 +55,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Config": ("clients.runconfig", "Config"),
     "ConfigError": ("clients.runconfig", "ConfigError"),
     "Strategy": ("strategies.base", "ScalarStrategy"),
+    "Personalization": ("clients.personalization", "Personalization"),
+    "Device": ("clients.personalization", "Device"),
+    "PersonalizationError": ("clients.personalization", "PersonalizationError"),
     "ScalarReply": ("strategies.base", "ScalarReply"),
     "Run": ("simulation.rundata", "Run"),
     "RunDataError": ("simulation.rundata", "RunDataError"),
@@ -60,8 +66,9 @@ _LAZY: dict[str, tuple[str, str]] = {
 }
 
 __all__ = [
-    "Config", "ConfigError", "Run", "RunDataError", "RunError", "RunResult", "Runs", "ScalarReply",
-    "Strategy", "SweepError", "__version__", "load_config", "load_runs", "resume", "run", "sweep",
+    "Config", "ConfigError", "Device", "Personalization", "PersonalizationError", "Run",
+    "RunDataError", "RunError", "RunResult", "Runs", "ScalarReply", "Strategy", "SweepError",
+    "__version__", "load_config", "load_runs", "resume", "run", "sweep",
 ]
 
 

@@ -17,8 +17,11 @@ Per round, a device's work is:
 - vector work on the adapter, 2 FLOPs per number: rebuilding theta from the log entries it
   catches up with (one direction each), the 2q perturbed copies and the update of each step.
   Drawing the directions (the RNG) is not counted.
-Personalization after the last round counts its local steps and the two evaluations (global and
-personal adapter) on the device's test examples.
+The personalization method's work (clients/personalization/) is counted by running its own hooks
+on a `CountingDevice`, which counts each step and evaluation a hook asks for instead of doing it:
+its work in each round a device is sampled for (Ditto's personal steps), and at each client
+evaluation what it does to build the personal adapter (finetune's steps) plus the evaluations of
+the global and the personal adapter on the device's test examples.
 
 Not counted: elementwise work inside the model (norms, activations, softmax; a few percent),
 memory traffic, and the engine's padding of a batch to its program's fixed row count.
@@ -30,8 +33,10 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+import torch
 
 from clients.partition import ClientData
+from clients.personalization import load_personalization
 from clients.runconfig import Config
 from clients.worker import batch_indices
 from prge.evaluate import eval_order
@@ -57,9 +62,35 @@ class DeviceData:
         return len(np.unique(self.canonical))
 
 
+class CountingDevice:
+    """A device (clients/personalization/base.py `Device`) that counts the FLOPs of the steps and
+    evaluations a personalization hook asks for instead of computing them. It holds no state: a
+    method's work must not depend on the numbers it holds or computes."""
+
+    def __init__(self, work: DeviceWork, pid: int, personal_steps: int):
+        self.work, self.partition_id = work, pid
+        self.local_steps, self.personal_steps = work.cfg.local_steps, personal_steps
+        self.lr, self.flops = 0.0, 0
+
+    def train(self, theta, steps: int, *path) -> None:
+        self.flops += self.work._steps(self.partition_id, steps, self.work.cfg.method == "fo",
+                                       *path)
+
+    def evaluate(self, theta, split: str = "test") -> float:
+        self.flops += self.work._evaluation(self.partition_id, split)
+        return 0.0
+
+    def load(self, server_round: int) -> None:
+        return None
+
+    def save(self, server_round: int, state) -> None:
+        pass
+
+
 class DeviceWork:
     def __init__(self, cfg: Config, setup, partitions: list[ClientData]):
         self.cfg, self.setup, self.partitions = cfg, setup, partitions
+        self.method = load_personalization(cfg.personalization, **cfg.personalization_args)
         self.counter = FlopCounter(setup.scorer)
         self.cached = isinstance(setup.engine, PrefixCachedEngine)
         self.packed = self.cached and cfg.suffix_layout == "packed"
@@ -142,24 +173,40 @@ class DeviceWork:
                 flops += self._forward(pid, idx, 2 * q) + 6 * q * self.dim  # copies + update
         return flops
 
+    def _evaluation(self, pid: int, split: str = "test") -> int:
+        """One evaluation of one adapter on the device's test examples, or (`heldout`) on the
+        last fifth of its training examples (clients/personal_device.py)."""
+        d = self.data(pid)
+        if split == "test":
+            examples, base = d.test, len(d.train)
+        else:
+            n = max(1, len(d.train) // 5)
+            examples, base = d.train[-n:], len(d.train) - n
+        return sum(self._forward(pid, [base + i for i in idx], 1) for idx in eval_order(examples))
+
     # -- what the server asks -----------------------------------------------------------------
     def train_round(self, pid: int, server_round: int, entries_replayed: int) -> int:
-        """FLOPs of a device's round: fill, catch-up replay and K local steps."""
+        """FLOPs of a device's round: fill, catch-up replay, K local steps and the
+        personalization method's work in the round."""
         flops = self._first_fill(pid) + 2 * self.dim * entries_replayed
-        return flops + self._steps(pid, self.cfg.local_steps, self.cfg.method == "fo",
-                                   server_round, pid)
+        flops += self._steps(pid, self.cfg.local_steps, self.cfg.method == "fo", server_round, pid)
+        device = CountingDevice(self, pid, self.cfg.personal_steps)
+        self.method.on_round(device, self._theta, server_round)
+        return flops + device.flops
 
-    def personalize(self, pid: int, entries_replayed: int) -> int:
-        """FLOPs of the device's personalization: its steps and two evaluations."""
-        d = self.data(pid)
+    def personalize(self, pid: int, entries_replayed: int, server_round: int) -> int:
+        """FLOPs of a client evaluation: what the method does to build the personal adapter and
+        the evaluations of the global and the personal adapter."""
         flops = self._first_fill(pid) + 2 * self.dim * entries_replayed
-        flops += self._steps(pid, self.cfg.personal_steps, self.cfg.method == "fo",
-                             "personal", pid)
-        base = len(d.train)
-        for _ in ("global", "personal"):  # an evaluation of each adapter
-            flops += sum(self._forward(pid, [base + i for i in idx], 1)
-                         for idx in eval_order(d.test))
-        return flops
+        device = CountingDevice(self, pid, self.cfg.personal_steps)
+        self.method.personal(device, self._theta, server_round)
+        # the global adapter's, then the personal one's (the first fills what the cache lacks)
+        return flops + device.flops + self._evaluation(pid) + self._evaluation(pid)
+
+    @cached_property
+    def _theta(self) -> torch.Tensor:
+        """The adapter the counting hooks are given: its values never matter, its size does."""
+        return torch.zeros(self.dim)
 
     def memory_bytes(self, pid: int) -> int:
         """What the device must hold to work: the program's weights at their stored width, the

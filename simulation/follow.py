@@ -32,13 +32,18 @@ def _records(metrics: Path) -> list[dict]:
 
 
 def progress_fields(last: dict | None, up: int, down: int,
-                    errors: dict[str, str] | None, virtual_s: float | None = None) -> dict[str, str]:
-    """The progress line's figures: the last evaluation, bytes so far, the devices' virtual time
-    (with `devices`), and the latest round's first error (a run whose clients fail says why on
-    the terminal, not only in metrics.jsonl)."""
+                    errors: dict[str, str] | None, virtual_s: float | None = None,
+                    clients: dict | None = None) -> dict[str, str]:
+    """The progress line's figures: the last evaluation, the last client evaluation's mean and
+    10th-percentile personalized accuracy (`client-eval-every`), bytes so far, the devices'
+    virtual time (with `devices`), and the latest round's first error (a run whose clients fail
+    says why on the terminal, not only in metrics.jsonl)."""
     post = {}
     if last:
         post = {"acc": f"{last['test_acc']:.3f}", "cal": f"{last['test_acc_cal']:.3f}"}
+    if clients and "client_personal_acc" in clients:
+        post["pers"] = (f"{clients['client_personal_acc']:.3f}"
+                        f"/p10 {clients['client_personal_p10']:.3f}")
     post.update(up=f"{up:,}B", down=f"{down:,}B")
     if virtual_s is not None:
         post["virtual"] = virtual_time(virtual_s)
@@ -64,7 +69,8 @@ def _show(bar: tqdm, records: list[dict]) -> None:
     post = progress_fields(evaluated[-1] if evaluated else None,
                            sum(r["bytes_up"] for r in rounds), sum(r["bytes_down"] for r in rounds),
                            rounds[-1].get("errors") if rounds else None,
-                           rounds[-1].get("virtual_s") if rounds else None)
+                           rounds[-1].get("virtual_s") if rounds else None,
+                           next((r for r in reversed(rounds) if "client_personal_acc" in r), None))
     bar.set_postfix(post, refresh=False)
     bar.refresh()
 

@@ -121,16 +121,24 @@ def check_devices(cfg: Config) -> None:
         raise ConfigError(str(err)) from None
 
 
+def check_plugins(cfg: Config) -> None:
+    """Build the run's strategy and personalization method once, so that a wrong name or
+    argument is one line before anything starts (ConfigError), not an error in every client."""
+    from clients.personalization import PersonalizationError, load_personalization
+    from strategies.loader import StrategyError, load_strategy
+
+    try:
+        load_strategy(cfg.strategy, **cfg.strategy_args)
+        load_personalization(cfg.personalization, **cfg.personalization_args)
+    except (StrategyError, PersonalizationError) as err:
+        raise ConfigError(str(err)) from None
+
+
 def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = True,
                   resume: str | Path | None = None) -> Path:
     """A new run in `out` (or a fresh directory), or, with `resume`, the rest of a stopped run
     from its last checkpoint (cfg must then be `resume_config(resume)`)."""
-    from strategies.loader import StrategyError, load_strategy
-
-    try:
-        load_strategy(cfg.strategy, **cfg.strategy_args)  # fail before starting anything
-    except StrategyError as err:
-        raise ConfigError(str(err)) from None
+    check_plugins(cfg)  # fail before starting anything
     check_devices(cfg)
     fed = federation_config(cfg)
     # held until this command exits: a second command resuming (or writing into) a live run would

@@ -54,6 +54,7 @@ from simulation.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from simulation.client_stats import client_stats
 from simulation.cursors import DeviceCursors
 from simulation.deadline import Deadlines
 from simulation.device_work import DeviceWork
@@ -124,10 +125,20 @@ class FederatedServer:
         elif resume:  # stopped before its first checkpoint: start over in the same directory
             keep_lines(run_dir / "metrics.jsonl", 0)
             keep_lines(run_dir / "update_log.jsonl", 0)
+            keep_lines(run_dir / "clients_eval.jsonl", 0)
         configure_strategy(self.strategy, clients_per_round=cfg.clients_per_round,
                            run_seed=cfg.seed)
         self.metrics = JsonlWriter(run_dir / "metrics.jsonl")
         self.log_file = JsonlWriter(run_dir / "update_log.jsonl")
+        # every client's scores at each client evaluation before the last round's
+        self.clients_eval = (JsonlWriter(run_dir / "clients_eval.jsonl")
+                             if cfg.client_eval_every else None)
+
+    def client_eval_due(self, server_round: int) -> bool:
+        """Whether every client is evaluated after this round (`client-eval-every`); the last
+        round's evaluation is the run's, after the loop, into clients.json."""
+        every = self.cfg.client_eval_every
+        return bool(every) and server_round % every == 0 and server_round < self.cfg.rounds
 
     def _restore(self, ckpt: Checkpoint) -> None:
         """The state after round `ckpt.round`, from the checkpoint alone: theta from its file,
@@ -135,6 +146,8 @@ class FederatedServer:
         costs the same at round 10 and at round 1,000. Lines written after that checkpoint are
         dropped (the resumed run writes them again, identically)."""
         restored = restore_log(self.run_dir, ckpt, self.wire.block)
+        keep_lines(self.run_dir / "clients_eval.jsonl",
+                   sum(self.client_eval_due(t) for t in range(1, ckpt.round + 1)))
         self.log, self.log_rounds, self.log_digest = restored.log, restored.rounds, restored.digest
         self.theta = torch.from_numpy(ckpt.theta.copy())
         self.cursors = DeviceCursors(dict(ckpt.held), set(ckpt.unsure))
@@ -548,17 +561,17 @@ class FederatedServer:
         r = evaluate(self.setup.engine, self.setup.encoder, test, self.theta)
         return {"test_acc": r.acc, "test_acc_cal": r.acc_calibrated, "test_loss": r.loss}
 
-    def personalize(self) -> list[dict]:
-        """Every client: global vs personalized accuracy on its own test data. Clients are
-        contacted a cohort (`clients-per-round`) at a time, so the messages in memory at once are
-        a round's, whatever the number of clients."""
+    def personalize(self, server_round: int) -> list[dict]:
+        """Every client: global vs personalized accuracy on its own test data after this round.
+        Clients are contacted a cohort (`clients-per-round`) at a time, so the messages in memory
+        at once are a round's, whatever the number of clients."""
         cfg, rows = self.cfg, []
         pids = list(range(cfg.num_clients))
         for at in range(0, len(pids), cfg.clients_per_round):
-            rows += self.personalize_cohort(pids[at:at + cfg.clients_per_round])
+            rows += self.personalize_cohort(pids[at:at + cfg.clients_per_round], server_round)
         return sorted(rows, key=lambda r: r["client"])
 
-    def personalize_cohort(self, pids: list[int]) -> list[dict]:
+    def personalize_cohort(self, pids: list[int], server_round: int) -> list[dict]:
         messages, rows, down_of, flops_of = [], [], {}, {}
         if self.work is not None:  # a device that cannot hold the work is not asked
             refused: Counter = Counter()
@@ -569,13 +582,14 @@ class FederatedServer:
             pids = kept
         for pid in pids:
             state, entries = self.state_for(pid)
-            content = {**state, "personal-steps": self.cfg.personal_steps}
+            content = {**state, "personal-steps": self.cfg.personal_steps,
+                       "server-round": server_round}
             messages.append(Message(RecordDict({"ins": ConfigRecord(content)}),
                                     dst_node_id=self.node_of[pid], message_type="evaluate"))
             down_of[pid] = wire_size(messages[-1])
             self.totals["bytes_down_eval"] += down_of[pid]
             if self.work is not None:
-                flops_of[pid] = self.work.personalize(pid, entries or 0)
+                flops_of[pid] = self.work.personalize(pid, entries or 0, server_round)
         timeout = self.deadlines.personalization(self.cfg.personal_steps, self.cfg.local_steps)
         unanswered, slowest = set(pids), 0.0
         for reply in self.exchange(messages, timeout=timeout):
@@ -616,6 +630,7 @@ class FederatedServer:
         else:  # resumed: the clock goes on from where the stopped run was
             zero, last, first = ckpt.zero_eval, ckpt.last_eval, ckpt.round + 1
             start -= ckpt.elapsed_s
+        last_clients = None
         bar = tqdm(range(first, self.cfg.rounds + 1), desc="rounds", unit="round",
                    disable=not self.progress)
         for t in bar:
@@ -623,6 +638,11 @@ class FederatedServer:
             if t % self.cfg.eval_every == 0 or t == self.cfg.rounds:
                 last = self.central_eval()
                 record.update(last)
+            if self.client_eval_due(t):
+                rows = self.personalize(t)
+                last_clients = client_stats(rows)
+                record.update(last_clients)
+                self.clients_eval.write({"round": t, "clients": rows})
             for key in ("bytes_up", "bytes_down", "bytes_up_valid", "replies", "log_entries_down",
                         "snapshots_down"):
                 self.totals[key] += record[key]
@@ -631,24 +651,24 @@ class FederatedServer:
             self.save_checkpoint(t, zero, last, record["elapsed_s"])
             bar.set_postfix(progress_fields(last, self.totals["bytes_up"],
                                             self.totals["bytes_down"], record.get("errors"),
-                                            record.get("virtual_s")))
+                                            record.get("virtual_s"), last_clients))
             self.failures.check(t)  # after the round is on disk: the run resumes from here
-        clients = self.personalize() if self.cfg.personal_steps or self.cfg.client_eval_size else []
+        clients = (self.personalize(self.cfg.rounds)
+                   if self.cfg.personal_steps or self.cfg.client_eval_size else [])
         if self.clock is not None:  # each device's rounds in virtual time
             clients = [{**c, **self.clock.client_fields(c["client"])} for c in clients]
         write_json(self.run_dir / "clients.json", clients)
-        scored = [c for c in clients if "global_acc" in c]
-
-        def client_mean(key: str) -> float | None:
-            return float(np.mean([c[key] for c in scored])) if scored else None
-
+        stats = client_stats(clients)
         summary = {
             "rounds": self.cfg.rounds, "adapter_dim": self.setup.scorer.dim,
             "eval_examples": len(self.setup.task.test[: self.cfg.eval_size or None]),
             "zero_shot_acc": zero["test_acc"], "zero_shot_acc_cal": zero["test_acc_cal"],
             "final_acc": last["test_acc"], "final_acc_cal": last["test_acc_cal"],
-            "client_global_acc": client_mean("global_acc"),
-            "client_personal_acc": client_mean("personal_acc"),
+            "client_global_acc": stats.get("client_global_acc"),
+            "client_personal_acc": stats.get("client_personal_acc"),
+            **{k: v for k, v in stats.items() if k not in ("client_global_acc",
+                                                            "client_personal_acc")},
+            "personalization": self.cfg.personalization,
             "bytes_up": self.totals["bytes_up"], "bytes_down": self.totals["bytes_down"],
             # what one client uploads in a round: valid replies' bytes per valid reply (clients
             # that were offline, crashed or late did not upload a training reply)
@@ -679,6 +699,8 @@ class FederatedServer:
         write_json(self.run_dir / "summary.json", summary)
         self.metrics.close()
         self.log_file.close()
+        if self.clients_eval is not None:
+            self.clients_eval.close()
         return summary
 
 

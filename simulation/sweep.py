@@ -115,14 +115,14 @@ def expand_points(grid: list[tuple[str, list[str]]]) -> list[Point]:
 
 def validate(config: str | None, overrides: list[str], points: list[Point]) -> None:
     """Resolve every point's config as its run will, and refuse points that are the same run."""
-    from strategies.loader import StrategyError, load_strategy
+    from simulation.runner import check_plugins
 
     resolved: dict[str, str] = {}
     for p in points:
         try:
             cfg = load_config(config, [*overrides, *p.sets])
-            load_strategy(cfg.strategy, **cfg.strategy_args)
-        except (ConfigError, StrategyError) as err:
+            check_plugins(cfg)
+        except ConfigError as err:
             raise SweepError(f"point {p.name}: {err}") from None
         flat = {k: v for k, v in cfg.to_dict().items() if k != "runs-dir"}
         key = json.dumps(flat, sort_keys=True, default=str)

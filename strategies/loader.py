@@ -30,7 +30,7 @@ def is_plugin(spec: str) -> bool:
 
 
 @contextlib.contextmanager
-def _working_dir_importable() -> Iterator[None]:
+def working_dir_importable() -> Iterator[None]:
     """Like `python -m`, the user's own modules resolve from the working directory, but only while
     the plug-in is imported: left on sys.path, the directory would supply any module the process
     imports later and finds nowhere else, from whatever directory the command runs in."""
@@ -51,7 +51,7 @@ def load_strategy(spec: str, **kwargs) -> ScalarStrategy:
     elif is_plugin(spec):
         module_name, _, class_name = spec.partition(":")
         try:
-            with _working_dir_importable():
+            with working_dir_importable():
                 module = importlib.import_module(module_name)
         except ImportError as err:
             raise StrategyError(f"strategy {spec!r}: cannot import {module_name!r} ({err})") from None

@@ -31,13 +31,17 @@ def _counted(fn, *args) -> int:
     ["method=fo"],
     ["method=fo", "prefix-cache-fill=upfront"],
     ["batch-order=length"],
+    ["personalization=ditto"],  # a second adapter's K steps in each round
+    ["personalization=local", "method=fo"],
 ], ids=lambda s: ",".join(s) or "default")
 def test_the_servers_count_is_what_the_device_runs(sets):
     cfg = load_config(None, [*SETS, *sets])
     worker = ClientWorker(cfg)
     work = DeviceWork(cfg, worker.setup, worker.partitions)
     dim, q, k = worker.setup.scorer.dim, cfg.q, cfg.local_steps
-    vector = 2 * dim * k if cfg.method == "fo" else 6 * q * dim * k  # not matrix products
+    # K more steps per round of Ditto's or local's own adapter
+    steps = 2 * k if cfg.personalization in ("ditto", "local") else k
+    vector = 2 * dim * steps if cfg.method == "fo" else 6 * q * dim * steps  # not matrix products
     theta = torch.zeros(dim)
     for server_round, pid in ((1, 0), (2, 0), (2, 1)):  # a second round: no second fill
         seeds = [derive_seed(cfg.seed, "round", server_round, j) for j in range(k * q)]
@@ -46,10 +50,11 @@ def test_the_servers_count_is_what_the_device_runs(sets):
         else:
             real = _counted(worker.train, pid, theta.clone(), server_round, seeds, cfg.eps, cfg.lr)
         assert work.train_round(pid, server_round, 0) - vector == real
-    if cfg.method != "fo":  # personalization: its steps and two evaluations
+    if cfg.method != "fo":  # personalization: its method's work and two evaluations
         real = _counted(worker.personalize, 2, theta, cfg.personal_steps)
-        vector = 6 * q * dim * cfg.personal_steps
-        assert work.personalize(2, 0) - vector == real
+        # finetune's personal steps (Ditto and local evaluate the adapter they trained)
+        vector = 6 * q * dim * cfg.personal_steps * (cfg.personalization == "finetune")
+        assert work.personalize(2, 0, cfg.rounds) - vector == real
 
 
 def test_replaying_log_entries_is_counted_per_entry():

@@ -1,0 +1,155 @@
+"""Personalization methods through the real server and ClientApp (in this process, on a grid that
+delivers each message: tests/simulation/local_grid.py): per-client evaluation every few rounds,
+exact kill and resume of the devices' personal state, `local` as each client alone, nothing
+personal on the wire, and a user's own method through the plug-in path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from clients.app import build_client_app
+from clients.personal_store import PersonalStore
+from clients.runconfig import load_config
+from clients.worker import ClientWorker
+from prge.estimator import scheduled_lr
+from simulation.rundir import read_jsonl
+from simulation.server_app import FederatedServer, sample_cohort
+from tests.simulation.local_grid import LocalGrid
+
+SETS = ["model=tiny", "engine=eager", "num-clients=4", "clients-per-round=2", "partition=iid",
+        "local-steps=2", "q=2", "batch-size=4", "eval-size=8", "client-eval-size=8",
+        "personal-steps=2", "eval-every=100", "rounds=4", "client-eval-every=2",
+        "round-deadline-s=0"]  # no deadline: nothing of this host's time in the records
+
+
+class KilledGrid(LocalGrid):
+    """Delivers round `kill_at`'s training messages, then dies as a killed server would: the
+    devices did the round, the server never checkpointed it."""
+
+    def __init__(self, *args, kill_at: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kill_at = kill_at
+
+    def send_and_receive(self, messages, timeout=None):
+        replies = super().send_and_receive(messages, timeout)
+        if messages and messages[0].metadata.group_id == str(self.kill_at):
+            raise KeyboardInterrupt("killed")
+        return replies
+
+
+def _run(run_dir, sets=(), kill_at=None, resume=False):
+    cfg = load_config(None, [*SETS, *sets])
+    app = build_client_app(cfg, device_dir=run_dir / "devices")
+    grid = (KilledGrid(app, cfg.num_clients, kill_at=kill_at) if kill_at
+            else LocalGrid(app, cfg.num_clients))
+    run_dir.mkdir(exist_ok=True)
+    return FederatedServer(cfg, run_dir, grid, progress=False, resume=resume).run()
+
+
+def _outputs(run_dir) -> dict:
+    metrics = [{k: v for k, v in m.items() if k not in ("elapsed_s", "round_s")}  # host time
+               for m in read_jsonl(run_dir / "metrics.jsonl")]
+    return {"metrics": metrics, "clients": json.loads((run_dir / "clients.json").read_text()),
+            "clients_eval": read_jsonl(run_dir / "clients_eval.jsonl"),
+            "personal": {p.name: p.read_bytes() for p in (run_dir / "devices").glob("*.personal")}}
+
+
+@pytest.mark.parametrize("method", ["finetune", "ditto", "local", "none"])
+def test_a_killed_and_resumed_run_equals_the_uninterrupted_one(tmp_path, method):
+    """Killed after the devices did round 3 (Ditto and local updated their personal state)
+    but before the server checkpointed it: the resumed run redoes round 3 from the state each
+    device had before it, and every output, personal state included, is the uninterrupted run's."""
+    sets = [f"personalization={method}"]
+    whole = _run(tmp_path / "whole", sets)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "killed", sets, kill_at=3)
+    resumed = _run(tmp_path / "killed", sets, resume=True)
+    assert _outputs(tmp_path / "killed") == _outputs(tmp_path / "whole")
+    # a resume adds its own start: this host's time, one more node discovery, a cold server cache
+    launch = ("wall_s", "bytes_discovery", "prefix_cache")
+    assert ({k: v for k, v in resumed.items() if k not in launch}
+            == {k: v for k, v in whole.items() if k not in launch})
+    stateful = method in ("ditto", "local")
+    assert bool(_outputs(tmp_path / "whole")["personal"]) == stateful
+
+
+def test_every_client_is_evaluated_every_few_rounds_and_summarised(tmp_path):
+    summary = _run(tmp_path / "run", ["personalization=ditto"])
+    rows = read_jsonl(tmp_path / "run" / "clients_eval.jsonl")
+    assert [r["round"] for r in rows] == [2]  # round 4, the last, goes to clients.json
+    assert sorted(c["client"] for c in rows[0]["clients"]) == [0, 1, 2, 3]
+    metrics = {m["round"]: m for m in read_jsonl(tmp_path / "run" / "metrics.jsonl")}
+    at2 = metrics[2]
+    personal = sorted(c["personal_acc"] for c in rows[0]["clients"])
+    assert at2["client_personal_acc"] == pytest.approx(sum(personal) / 4)
+    assert personal[0] <= at2["client_personal_p10"] <= personal[1]
+    assert 0 <= at2["client_hurt_share"] <= 1 and at2["clients_scored"] == 4
+    assert "client_personal_p10" not in metrics[1] and "client_personal_p10" not in metrics[3]
+    for key in ("client_personal_p10", "client_personal_median", "client_hurt_share"):
+        assert key in summary
+    assert summary["personalization"] == "ditto"
+
+
+def test_local_equals_each_client_training_alone(tmp_path):
+    """`local`: each client's adapter is what it gets training alone, from theta_0, K steps in
+    each round it was sampled for (the same private seeds), whatever the federation did."""
+    run = tmp_path / "run"
+    _run(run, ["personalization=local"])
+    cfg = load_config(None, [*SETS, "personalization=local"])
+    alone = ClientWorker(cfg)
+    clients = {c["client"]: c for c in json.loads((run / "clients.json").read_text())}
+    for pid in range(cfg.num_clients):
+        own = alone.setup.scorer.layout.zeros()
+        for t in range(1, cfg.rounds + 1):
+            if pid in sample_cohort(cfg, t):
+                lr = scheduled_lr(cfg.lr, t - 1, cfg.rounds, cfg.lr_schedule)
+                alone.device(alone.data(pid), None, lr).train(own, cfg.local_steps, "local", t, pid)
+        stored = PersonalStore(run / "devices" / f"{pid}.personal").load(cfg.rounds + 1)
+        if stored is None:  # never sampled: it never trained
+            assert torch.equal(own, torch.zeros_like(own))
+        else:
+            assert torch.equal(stored, own)
+        assert clients[pid]["personal_acc"] == alone.device(alone.data(pid), None, 0).evaluate(own)
+
+
+def test_nothing_personal_crosses_the_wire(tmp_path):
+    """The same run with Ditto and without personalization: the same log, bytes and global
+    accuracy, round by round."""
+    def wire(method):
+        _run(tmp_path / method, [f"personalization={method}", "client-eval-every=0"])
+        keys = ("bytes_up", "bytes_down", "replies", "test_acc", "theta_hash")
+        return ([{k: m.get(k) for k in keys} for m in read_jsonl(tmp_path / method / "metrics.jsonl")],
+                (tmp_path / method / "update_log.jsonl").read_bytes())
+
+    assert wire("ditto") == wire("none")
+
+
+USER_METHOD = '''
+import torch
+import fedprge
+
+
+class ShrinkTowardsZero(fedprge.Personalization):
+    """The global adapter scaled by `factor`, then one local step: a toy of the docs' example."""
+    name = "shrink"
+
+    def __init__(self, factor=0.5):
+        self.factor = factor
+
+    def personal(self, device, theta, server_round):
+        mine = self.factor * theta
+        device.train(mine, 1, "shrink", device.partition_id)
+        return mine
+'''
+
+
+def test_a_users_own_method_runs_through_the_plug_in_path(tmp_path, monkeypatch):
+    (tmp_path / "my_personal.py").write_text(USER_METHOD)
+    monkeypatch.chdir(tmp_path)
+    summary = _run(tmp_path / "run", ["personalization=my_personal:ShrinkTowardsZero",
+                                      "personalization-args.factor=0.0"])
+    assert summary["personalization"] == "my_personal:ShrinkTowardsZero"
+    assert summary["clients_scored"] == 4
