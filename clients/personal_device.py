@@ -30,13 +30,16 @@ class OnDevice:
     def examples(self, split: str) -> list:
         if split == "test":
             return list(self.data.test[: self.worker.cfg.client_eval_size or None])
-        if split == "heldout":
+        if split == "train-tail":
             return list(self.data.train[-max(1, len(self.data.train) // 5):])
-        raise ValueError(f"unknown split {split!r}: test or heldout")
+        raise ValueError(f"unknown split {split!r}: test or train-tail")
 
     def evaluate(self, theta: torch.Tensor, split: str = "test") -> float:
         setup = self.worker.setup
         return evaluate(setup.engine, setup.encoder, self.examples(split), theta).acc
+
+    def coordinates(self, targets: list[str]) -> torch.Tensor:
+        return self.worker.setup.scorer.layout.mask(targets)
 
     def load(self, server_round: int) -> torch.Tensor | None:
         return self.store.load(server_round)

@@ -102,8 +102,8 @@ class Config:
     client_eval_size: int = 32  # per-client test examples for global vs personalized accuracy
     personal_steps: int = 5  # local P-RGE steps from the global adapter after the last round
     # what each device does for its own adapter (clients/personalization/): finetune (personal-
-    # steps from the global adapter before each evaluation) | ditto | local | none |
-    # module:ClassName (your own)
+    # steps from the global adapter before each evaluation) | ditto | mixture | split | local |
+    # none | module:ClassName (your own)
     personalization: str = "finetune"
     # keyword arguments of the method: TOML table [personalization-args],
     # --set personalization-args.lam=0.5

@@ -187,6 +187,23 @@ class AdapterLayout:
         """theta_0: B = 0 everywhere, so the adapted model equals the base model."""
         return torch.zeros(self.dim, dtype=dtype)
 
+    def mask(self, targets: Sequence[str]) -> torch.Tensor:
+        """(dim,) bool: the coordinates of theta that hold the B of these targets (q, ..., down,
+        head) in every adapted layer. A target that is not adapted is an AdapterError."""
+        wanted = normalize_targets(targets)
+        out = torch.zeros(self.dim, dtype=torch.bool)
+        found = set()
+        for slot in self.slots:
+            for t in wanted:
+                if slot.name == HEAD_TARGET if t == HEAD_TARGET else slot.name.endswith(
+                        "." + LAYER_TARGETS[t]):
+                    out[slot.offset:slot.offset + slot.size] = True
+                    found.add(t)
+        missing = [t for t in wanted if t not in found]
+        if missing:
+            raise AdapterError(f"target(s) {', '.join(missing)} not adapted in this run")
+        return out
+
     def set_copies(self, thetas: torch.Tensor | None) -> None:
         """Point every module at its slice of `thetas` (C, dim); None removes the adapters."""
         if thetas is None:

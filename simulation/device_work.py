@@ -80,6 +80,9 @@ class CountingDevice:
         self.flops += self.work._evaluation(self.partition_id, split)
         return 0.0
 
+    def coordinates(self, targets: list[str]) -> torch.Tensor:
+        return self.work.setup.scorer.layout.mask(targets)
+
     def load(self, server_round: int) -> None:
         return None
 
@@ -174,8 +177,8 @@ class DeviceWork:
         return flops
 
     def _evaluation(self, pid: int, split: str = "test") -> int:
-        """One evaluation of one adapter on the device's test examples, or (`heldout`) on the
-        last fifth of its training examples (clients/personal_device.py)."""
+        """One evaluation of one adapter on the device's test examples, or (`train-tail`) on
+        the last fifth of its training examples (clients/personal_device.py)."""
         d = self.data(pid)
         if split == "test":
             examples, base = d.test, len(d.train)

@@ -129,9 +129,13 @@ def check_plugins(cfg: Config) -> None:
 
     try:
         load_strategy(cfg.strategy, **cfg.strategy_args)
-        load_personalization(cfg.personalization, **cfg.personalization_args)
+        method = load_personalization(cfg.personalization, **cfg.personalization_args)
     except (StrategyError, PersonalizationError) as err:
         raise ConfigError(str(err)) from None
+    try:
+        method.validate(cfg)
+    except ValueError as err:
+        raise ConfigError(f"personalization {cfg.personalization!r}: {err}") from None
 
 
 def run_federated(cfg: Config, out: str | Path | None = None, progress: bool = True,

@@ -42,7 +42,12 @@ class Device(Protocol):
 
     def evaluate(self, theta: torch.Tensor, split: str = "test") -> float:
         """Accuracy of `theta` on the device's own test examples (`test`) or on the last fifth
-        of its training examples (`heldout`, for choosing a method's setting)."""
+        of its training examples (`train-tail`, for choosing a method's setting: never choose
+        on the test examples)."""
+
+    def coordinates(self, targets: list[str]) -> torch.Tensor:
+        """(D,) bool mask of theta's coordinates holding these adapter targets' B (q ... down,
+        head), in every adapted layer."""
 
     def load(self, server_round: int) -> torch.Tensor | None:
         """The personal state saved at the latest round before `server_round` (None: none yet)."""
@@ -63,6 +68,10 @@ class Personalization:
     def personal(self, device: Device, theta: torch.Tensor, server_round: int) -> torch.Tensor:
         """The adapter to evaluate as this device's personalized model (default: theta)."""
         return theta
+
+    def validate(self, cfg) -> None:
+        """Raise ValueError (one sentence) when the method cannot run with this run config;
+        called once before a run starts."""
 
     def describe(self) -> dict:
         """The method's settings, for the run's summary."""

@@ -9,11 +9,13 @@ from clients.personalization.base import Personalization
 from clients.personalization.ditto import Ditto
 from clients.personalization.finetune import FineTune
 from clients.personalization.local import LocalOnly
+from clients.personalization.mixture import Mixture
 from clients.personalization.none import GlobalOnly
+from clients.personalization.split import Split
 from strategies.loader import working_dir_importable
 
 BUILT_IN: dict[str, type[Personalization]] = {
-    cls.name: cls for cls in (FineTune, Ditto, LocalOnly, GlobalOnly)
+    cls.name: cls for cls in (FineTune, Ditto, Mixture, Split, LocalOnly, GlobalOnly)
 }
 
 

@@ -112,3 +112,46 @@ def test_finetune_steps_from_the_global_adapter_and_keeps_nothing(tmp_path):
     assert not (tmp_path / "0.personal").exists()
     assert set(out) == {"num-test", "global-acc", "personal-acc"}
     assert np.isfinite(out["personal-acc"])
+
+
+def test_mixture_moves_its_own_adapter_by_alpha_times_the_mixtures_step(tmp_path):
+    """alpha = 1: the mixture is v alone, so v is theta_t after K steps of its own; alpha = 0:
+    v never moves and the device predicts with the global adapter."""
+    one = _worker("mixture", "personalization-args.alpha=1.0")
+    theta = torch.full((one.setup.scorer.dim,), 0.01)
+    _round(one, theta, 1, tmp_path / "one.personal")
+    want = theta.clone()
+    device = one.device(one.data(0), None, 0.1)
+    for k in range(2):
+        device.train(want, 1, "mixture", 1, 0, k)
+    # v + (m' - m) with m = v: m' to float32 rounding
+    assert torch.allclose(PersonalStore(tmp_path / "one.personal").load(2), want, atol=1e-7)
+    assert not torch.equal(want, theta)
+    zero = _worker("mixture", "personalization-args.alpha=0.0")
+    _round(zero, theta, 1, tmp_path / "zero.personal")
+    assert torch.equal(PersonalStore(tmp_path / "zero.personal").load(2), theta)
+    out = zero.personalize(0, theta, 0, server_round=1, personal=tmp_path / "zero.personal")
+    assert out["personal-acc"] == out["global-acc"]
+
+
+def test_split_trains_only_its_own_parts_and_keeps_them(tmp_path):
+    worker = _worker("split", "personalization-args.parts=[\"down\"]")
+    theta = torch.full((worker.setup.scorer.dim,), 0.01)
+    _round(worker, theta, 1, tmp_path / "0.personal")
+    mask = worker.setup.scorer.layout.mask(["down"])
+    own = PersonalStore(tmp_path / "0.personal").load(2)
+    assert own.shape == (int(mask.sum()),) and own.abs().sum() > 0  # trained from theta_0's 0
+    device = worker.device(worker.data(0), tmp_path / "0.personal", 0.1)
+    adapter = worker.method.personal(device, theta, 1)
+    assert torch.equal(adapter[~mask], theta[~mask]) and torch.equal(adapter[mask], own)
+
+
+def test_a_split_part_the_run_does_not_adapt_stops_the_run_before_it_starts():
+    from clients.runconfig import ConfigError
+    from simulation.runner import check_plugins
+
+    cfg = load_config(None, [*SETS, "targets=q,v", "personalization=split"])  # parts: down
+    with pytest.raises(ConfigError, match="parts down are not among the run's targets"):
+        check_plugins(cfg)
+    with pytest.raises(PersonalizationError, match="unknown adapter target 'mlp'"):
+        load_personalization("split", parts=["mlp"])

@@ -33,6 +33,8 @@ def _counted(fn, *args) -> int:
     ["batch-order=length"],
     ["personalization=ditto"],  # a second adapter's K steps in each round
     ["personalization=local", "method=fo"],
+    ["personalization=mixture", "personalization-args.alpha=auto"],  # 5 evaluations to choose
+    ["personalization=split"],
 ], ids=lambda s: ",".join(s) or "default")
 def test_the_servers_count_is_what_the_device_runs(sets):
     cfg = load_config(None, [*SETS, *sets])
@@ -40,7 +42,7 @@ def test_the_servers_count_is_what_the_device_runs(sets):
     work = DeviceWork(cfg, worker.setup, worker.partitions)
     dim, q, k = worker.setup.scorer.dim, cfg.q, cfg.local_steps
     # K more steps per round of Ditto's or local's own adapter
-    steps = 2 * k if cfg.personalization in ("ditto", "local") else k
+    steps = 2 * k if cfg.personalization in ("ditto", "local", "mixture", "split") else k
     vector = 2 * dim * steps if cfg.method == "fo" else 6 * q * dim * steps  # not matrix products
     theta = torch.zeros(dim)
     for server_round, pid in ((1, 0), (2, 0), (2, 1)):  # a second round: no second fill

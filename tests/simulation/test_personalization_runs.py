@@ -57,7 +57,7 @@ def _outputs(run_dir) -> dict:
             "personal": {p.name: p.read_bytes() for p in (run_dir / "devices").glob("*.personal")}}
 
 
-@pytest.mark.parametrize("method", ["finetune", "ditto", "local", "none"])
+@pytest.mark.parametrize("method", ["finetune", "ditto", "mixture", "split", "local", "none"])
 def test_a_killed_and_resumed_run_equals_the_uninterrupted_one(tmp_path, method):
     """Killed after the devices did round 3 (Ditto and local updated their personal state)
     but before the server checkpointed it: the resumed run redoes round 3 from the state each
@@ -72,7 +72,7 @@ def test_a_killed_and_resumed_run_equals_the_uninterrupted_one(tmp_path, method)
     launch = ("wall_s", "bytes_discovery", "prefix_cache")
     assert ({k: v for k, v in resumed.items() if k not in launch}
             == {k: v for k, v in whole.items() if k not in launch})
-    stateful = method in ("ditto", "local")
+    stateful = method in ("ditto", "mixture", "split", "local")
     assert bool(_outputs(tmp_path / "whole")["personal"]) == stateful
 
 
