@@ -162,7 +162,7 @@ def build_client_app(cfg: Config | None = None, device_dir: Path | None = None) 
         pid, ins = int(context.node_config["partition-id"]), msg.content["ins"]
         at = int(ins["server-round"]) if "server-round" in ins else None
         out = worker.personalize(pid, theta, int(ins["personal-steps"]), prefix_store(context),
-                                 at, personal_store(context))
+                                 at, personal_store(context), bool(ins.get("newcomer", False)))
         return Message(RecordDict({"res": ConfigRecord(out)}), reply_to=msg)
 
     return app

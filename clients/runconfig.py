@@ -111,6 +111,9 @@ class Config:
     # rounds between evaluations of every client's global and personalized accuracy on its own
     # test examples (0: after the last round only)
     client_eval_every: int = 0
+    # newcomers: the last N clients never train; at each client evaluation they catch up, do
+    # their personalization method's work once, and are reported apart (newcomer_* in metrics)
+    holdout_clients: int = 0
     max_reply_value: float = 1e6  # replies with any |value| above it are rejected as absurd
     # precision of the scalars on the wire, both ways: 32 (float32) | 16 (float16) | 8 (int8
     # with a power-of-two scale per round's block; clients/protocol.py)
@@ -199,6 +202,9 @@ class Config:
             ("client-eval-size", self.client_eval_size >= 0, "must be >= 0"),
             ("personal-steps", self.personal_steps >= 0, "must be >= 0"),
             ("client-eval-every", self.client_eval_every >= 0, "must be >= 0"),
+            ("holdout-clients", 0 <= self.holdout_clients <= self.num_clients
+             - self.clients_per_round, "must leave at least clients-per-round "
+             f"({self.clients_per_round}) of num-clients ({self.num_clients}) to train"),
             ("client-cpus", self.client_cpus > 0, "must be > 0"),
             ("ray-cpus", self.ray_cpus >= 0, "must be >= 0"),
             ("max-reply-value", self.max_reply_value > 0, "must be > 0"),

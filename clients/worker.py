@@ -186,16 +186,23 @@ class ClientWorker:
 
     def personalize(self, partition_id: int, theta: torch.Tensor, steps: int,
                     store: Path | None = None, server_round: int | None = None,
-                    personal: Path | None = None) -> dict:
+                    personal: Path | None = None, newcomer: bool = False) -> dict:
         """Global vs personalized accuracy on the client's own test data, after `server_round`
         (the run's last by default): the personalization method builds the personal adapter
         from theta_t and the device's own state (with `finetune`, `steps` local steps with the
-        device's private seeds; clients/personalization/). Nothing personal is returned."""
+        device's private seeds; clients/personalization/). Nothing personal is returned.
+
+        A newcomer (it never trained) joins afresh at each evaluation: its method's round of
+        work on a state of its own that starts empty and is not kept, then its personal adapter."""
         cfg = self.cfg
         data = self.data(partition_id, store)
         lr = cfg.fo_lr if cfg.method == "fo" else cfg.lr
-        device = self.device(data, personal, lr, steps)
         at = cfg.rounds if server_round is None else server_round
+        if newcomer:
+            device = OnDevice(self, data, MemoryStore(), lr, steps)
+            self.method.on_round(device, theta, at)
+        else:
+            device = self.device(data, personal, lr, steps)
         adapted = self.method.personal(device, theta, at)
         test = device.examples("test")
         out = {"num-test": len(test)}

@@ -197,11 +197,15 @@ class DeviceWork:
         self.method.on_round(device, self._theta, server_round)
         return flops + device.flops
 
-    def personalize(self, pid: int, entries_replayed: int, server_round: int) -> int:
-        """FLOPs of a client evaluation: what the method does to build the personal adapter and
-        the evaluations of the global and the personal adapter."""
+    def personalize(self, pid: int, entries_replayed: int, server_round: int,
+                    newcomer: bool = False) -> int:
+        """FLOPs of a client evaluation: what the method does to build the personal adapter (a
+        newcomer first does its round of work) and the evaluations of the global and the
+        personal adapter."""
         flops = self._first_fill(pid) + 2 * self.dim * entries_replayed
         device = CountingDevice(self, pid, self.cfg.personal_steps)
+        if newcomer:
+            self.method.on_round(device, self._theta, server_round)
         self.method.personal(device, self._theta, server_round)
         # the global adapter's, then the personal one's (the first fills what the cache lacks)
         return flops + device.flops + self._evaluation(pid) + self._evaluation(pid)

@@ -3,9 +3,11 @@
 One figure per x axis (`--x`, default all four, five with devices): acc_vs_bytes_up (cumulative
 bytes the clients uploaded, log x axis), acc_vs_bytes (bytes up + down), acc_vs_round,
 acc_vs_time and, for runs with `devices`, acc_vs_virtual_time (the devices' time, not this
-host's), as PNG, PDF or SVG (`--format`). By default the calibrated accuracy is drawn solid and
-the raw accuracy dashed in the same colour; --metric picks one of them alone. Runs that differ
-only in `seed` are drawn as one line, their mean, with a band for the 95 % confidence interval.
+host's), as PNG, PDF or SVG (`--format`); for runs that evaluate every client, also
+clients_last and p10_vs_round (simulation/plot_clients.py). By default the calibrated accuracy
+is drawn solid and the raw accuracy dashed in the same colour; --metric picks one of them alone.
+Runs that differ only in `seed` are drawn as one line, their mean, with a band for the 95 %
+confidence interval.
 The legend names the config keys that differ between the lines (rundata.labels), nothing else.
 
 A dotted horizontal line marks the zero-shot accuracy (the round-0 evaluation, before any
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from simulation.plot_clients import clients_figure, has_clients, p10_figure
 from simulation.rundata import (
     Run,
     SeedGroup,
@@ -306,4 +309,11 @@ def plot(paths: list[str | Path], out: str | Path | None = None, metric: str = "
         written.append(_figure(groups, _axis(name, runs), METRICS[metric], figure, table))
         if table is not None:
             written.append(table)
+    if not x and has_clients(runs):  # every client evaluated: its distribution and its p10
+        for name, draw in (("clients_last", clients_figure), ("p10_vs_round", p10_figure)):
+            figure = out_dir / f"{name}.{fmt}"
+            table = figure.with_suffix(".csv") if write_csv else None
+            written.append(draw(groups, figure, table))
+            if table is not None:
+                written.append(table)
     return written

@@ -81,6 +81,28 @@ def _virtual_cells(sums: list[dict[str, Any]]) -> list[str]:
             "-" if energy is None else f"{energy / 1000:.1f} kJ"]
 
 
+PERSONAL_HEADER = ["personalization", "clients' p10 (personalized)", "made worse",
+                   "newcomers: global / personalized", "newcomer bytes down"]
+
+
+def has_personal(runs: list[Run]) -> bool:
+    """Whether any run reports the per-client distribution (its figures get their own columns)."""
+    return any(r.summary and "client_personal_p10" in r.summary for r in runs)
+
+
+def _personal_cells(runs: list[Run]) -> list[str]:
+    """The method, the clients' 10th percentile and the share personalization made worse, and
+    the newcomers' accuracy and catch-up bytes: over seeds, mean ± 95 % CI (bytes: mean)."""
+    sums = [r.summary or {} for r in runs]
+    col = lambda key: [s.get(key) for s in sums]  # noqa: E731
+    methods = sorted({str(r.config.get("personalization", "finetune")) for r in runs})
+    newcomers = "-" if not any(v is not None for v in col("newcomer_personal_acc")) else \
+        f"{pct_ci(col('newcomer_global_acc'))} / {pct_ci(col('newcomer_personal_acc'))}"
+    return [", ".join(methods), pct_ci(col("client_personal_p10")),
+            pct_ci(col("client_hurt_share")), newcomers,
+            size(mean_known(col("newcomer_bytes_down")))]
+
+
 def _best(run: Run) -> dict[str, Any] | None:
     scored = [m for m in run.evals() if m.get("test_acc_cal") is not None]
     return max(scored, key=lambda m: m["test_acc_cal"], default=None)  # first of ties: earliest
@@ -169,17 +191,28 @@ def _sums(runs: list[Run]) -> list[dict[str, Any]]:
 
 def _table(runs: list[Run], targets: Sequence[float]) -> tuple[list[str], list[list[str]], int]:
     """(header, rows, how many leading columns are text) of one row per run."""
-    virtual = has_virtual(runs)
-    extra = (lambda rs: _virtual_cells(_sums(rs))) if virtual else (lambda rs: [])  # noqa: E731
-    return (HEADER + (VIRTUAL_HEADER if virtual else []) + [header(t, virtual) for t in targets],
+    virtual, extra_header, extra = _extra(runs)
+    return (HEADER + extra_header + [header(t, virtual) for t in targets],
             [row(run) + extra([run]) + [cell([run], t) for t in targets] for run in runs], 3)
+
+
+def _extra(runs: list[Run]):
+    """(virtual, header, cells(runs)) of the columns only some studies have: the devices'
+    time and energy, and the per-client distribution of personalized accuracy."""
+    virtual, personal = has_virtual(runs), has_personal(runs)
+    header = (VIRTUAL_HEADER if virtual else []) + (PERSONAL_HEADER if personal else [])
+
+    def cells(rs: list[Run]) -> list[str]:
+        return ((_virtual_cells(_sums(rs)) if virtual else [])
+                + (_personal_cells(rs) if personal else []))
+
+    return virtual, header, cells
 
 
 def _seed_table(groups: list[SeedGroup], targets: Sequence[float]) -> tuple[list[str], list[list[str]], int]:
     """(header, rows, how many leading columns are text) of one row per setting."""
-    virtual = has_virtual([r for g in groups for r in g.runs])
-    extra = (lambda rs: _virtual_cells(_sums(rs))) if virtual else (lambda rs: [])  # noqa: E731
-    return (SEED_HEADER + (VIRTUAL_HEADER if virtual else []) + [header(t, virtual) for t in targets],
+    virtual, extra_header, extra = _extra([r for g in groups for r in g.runs])
+    return (SEED_HEADER + extra_header + [header(t, virtual) for t in targets],
             [group_row(g) + extra(g.runs) + [cell(g.runs, t) for t in targets] for g in groups], 4)
 
 

@@ -85,9 +85,11 @@ RESEND_WAIT_S = 1.0  # times the attempt number, before each resend
 
 
 def sample_cohort(cfg: Config, server_round: int) -> list[int]:
-    """Partition ids of the round's clients: a function of (seed, round) only."""
+    """Partition ids of the round's clients: a function of (seed, round) only, drawn from the
+    clients that train (all but the `holdout-clients` newcomers, the highest ids)."""
     rng = np.random.default_rng(derive_seed(cfg.seed, "cohort", server_round))
-    pids = rng.choice(cfg.num_clients, size=cfg.clients_per_round, replace=False)
+    pids = rng.choice(cfg.num_clients - cfg.holdout_clients, size=cfg.clients_per_round,
+                      replace=False)
     return sorted(int(p) for p in pids)
 
 
@@ -248,8 +250,9 @@ class FederatedServer:
     def available_now(self) -> list[int]:
         """The clients available at the clock's time; with none, the clock moves on to the next
         moment one is."""
+        trains = self.cfg.num_clients - self.cfg.holdout_clients  # newcomers are never sampled
         for _ in range(3):  # the next start is found to float rounding: a step past it at most
-            available = self.availability.available(self.clock.now)
+            available = [p for p in self.availability.available(self.clock.now) if p < trains]
             if available:
                 self.last_available = len(available)
                 return available
@@ -561,6 +564,9 @@ class FederatedServer:
         r = evaluate(self.setup.engine, self.setup.encoder, test, self.theta)
         return {"test_acc": r.acc, "test_acc_cal": r.acc_calibrated, "test_loss": r.loss}
 
+    def is_newcomer(self, pid: int) -> bool:
+        return pid >= self.cfg.num_clients - self.cfg.holdout_clients
+
     def personalize(self, server_round: int) -> list[dict]:
         """Every client: global vs personalized accuracy on its own test data after this round.
         Clients are contacted a cohort (`clients-per-round`) at a time, so the messages in memory
@@ -569,6 +575,9 @@ class FederatedServer:
         pids = list(range(cfg.num_clients))
         for at in range(0, len(pids), cfg.clients_per_round):
             rows += self.personalize_cohort(pids[at:at + cfg.clients_per_round], server_round)
+        for row in rows:  # reported apart (simulation/client_stats.py)
+            if self.is_newcomer(row["client"]):
+                row["newcomer"] = True
         return sorted(rows, key=lambda r: r["client"])
 
     def personalize_cohort(self, pids: list[int], server_round: int) -> list[dict]:
@@ -583,13 +592,14 @@ class FederatedServer:
         for pid in pids:
             state, entries = self.state_for(pid)
             content = {**state, "personal-steps": self.cfg.personal_steps,
-                       "server-round": server_round}
+                       "server-round": server_round, "newcomer": self.is_newcomer(pid)}
             messages.append(Message(RecordDict({"ins": ConfigRecord(content)}),
                                     dst_node_id=self.node_of[pid], message_type="evaluate"))
             down_of[pid] = wire_size(messages[-1])
             self.totals["bytes_down_eval"] += down_of[pid]
             if self.work is not None:
-                flops_of[pid] = self.work.personalize(pid, entries or 0, server_round)
+                flops_of[pid] = self.work.personalize(pid, entries or 0, server_round,
+                                                      self.is_newcomer(pid))
         timeout = self.deadlines.personalization(self.cfg.personal_steps, self.cfg.local_steps)
         unanswered, slowest = set(pids), 0.0
         for reply in self.exchange(messages, timeout=timeout):
@@ -597,7 +607,8 @@ class FederatedServer:
             if pid not in unanswered:  # not a node asked in this cohort, or a second reply
                 continue
             unanswered.discard(pid)
-            row: dict = {"client": pid}
+            # what the evaluation cost this device on the wire (a newcomer: its whole catch-up)
+            row: dict = {"client": pid, "bytes_down": down_of[pid], "bytes_up": wire_size(reply)}
             if self.clock is not None and not (reply.has_error() and error_reason(
                     split_cursor(reply.error.reason)[0]) == "actor-lost"):
                 a = self.clock.arrival(pid, down_of[pid], flops_of[pid], wire_size(reply))

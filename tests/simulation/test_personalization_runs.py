@@ -15,7 +15,7 @@ from clients.personal_store import PersonalStore
 from clients.runconfig import load_config
 from clients.worker import ClientWorker
 from prge.estimator import scheduled_lr
-from simulation.rundir import read_jsonl
+from simulation.rundir import read_jsonl, write_json
 from simulation.server_app import FederatedServer, sample_cohort
 from tests.simulation.local_grid import LocalGrid
 
@@ -46,6 +46,7 @@ def _run(run_dir, sets=(), kill_at=None, resume=False):
     grid = (KilledGrid(app, cfg.num_clients, kill_at=kill_at) if kill_at
             else LocalGrid(app, cfg.num_clients))
     run_dir.mkdir(exist_ok=True)
+    write_json(run_dir / "config.json", cfg.to_dict())  # as the runner does
     return FederatedServer(cfg, run_dir, grid, progress=False, resume=resume).run()
 
 
@@ -153,3 +154,56 @@ def test_a_users_own_method_runs_through_the_plug_in_path(tmp_path, monkeypatch)
                                       "personalization-args.factor=0.0"])
     assert summary["personalization"] == "my_personal:ShrinkTowardsZero"
     assert summary["clients_scored"] == 4
+
+
+def test_newcomers_never_train_and_are_reported_apart(tmp_path):
+    """holdout-clients=1: client 3 is never sent a training message; at each client evaluation
+    it catches up from nothing, does Ditto's round of work on a state it does not keep, and is
+    summarised apart with the bytes its catch-up took."""
+    run = tmp_path / "run"
+    cfg = load_config(None, [*SETS, "personalization=ditto", "holdout-clients=1"])
+    grid = LocalGrid(build_client_app(cfg, device_dir=run / "devices"), cfg.num_clients)
+    run.mkdir()
+    summary = FederatedServer(cfg, run, grid, progress=False).run()
+    assert ("train", 3) not in grid.sent and ("evaluate", 3) in grid.sent
+    assert all(3 not in sample_cohort(cfg, t) for t in range(1, 200))
+    assert not (run / "devices" / "3.personal").exists()
+    rows = read_jsonl(run / "clients_eval.jsonl")[0]["clients"]
+    newcomer = next(r for r in rows if r["client"] == 3)
+    assert newcomer["newcomer"] is True and not any(r.get("newcomer") for r in rows if r is not newcomer)
+    at2 = next(m for m in read_jsonl(run / "metrics.jsonl") if m["round"] == 2)
+    assert at2["newcomers_scored"] == 1 and at2["clients_scored"] == 3
+    assert at2["newcomer_personal_acc"] == newcomer["personal_acc"]
+    assert at2["newcomer_bytes_down"] == newcomer["bytes_down"]
+    # it held nothing: its catch-up is the largest evaluation message of the round
+    assert newcomer["bytes_down"] == max(r["bytes_down"] for r in rows)
+    assert summary["newcomers_scored"] == 1
+
+
+def test_too_many_newcomers_is_a_config_error():
+    from clients.runconfig import ConfigError
+
+    with pytest.raises(ConfigError, match="holdout-clients=3 must leave at least clients-per-round"):
+        load_config(None, [*SETS, "holdout-clients=3"])
+
+
+def test_report_and_plot_show_the_clients_distribution_over_seeds(tmp_path):
+    from simulation.plot import plot
+    from simulation.report import report
+
+    (tmp_path / "runs").mkdir()
+    for seed in (0, 1):
+        _run(tmp_path / "runs" / f"seed={seed}", ["personalization=ditto", f"seed={seed}",
+                                                  "holdout-clients=1"])
+    runs = [tmp_path / "runs" / "seed=0", tmp_path / "runs" / "seed=1"]
+    text = report(runs)
+    header, _, first = text.splitlines()[:3]
+    assert "clients' p10 (personalized)" in header and "newcomers: global / personalized" in header
+    assert "ditto" in first and " ± " in first  # two seeds: mean ± interval
+    written = plot(runs, out=tmp_path / "fig", write_csv=True)
+    names = {p.name for p in written}
+    assert {"clients_last.png", "p10_vs_round.png", "p10_vs_round.csv"} <= names
+    rows = (tmp_path / "fig" / "p10_vs_round.csv").read_text().splitlines()
+    assert [r.split(",")[1] for r in rows[1:]] == ["2", "4"]  # every client evaluation
+    clients = (tmp_path / "fig" / "clients_last.csv").read_text().splitlines()
+    assert len(clients) == 1 + 2 * 2 * 3  # 2 adapters x 2 seeds x 3 clients (no newcomer)
