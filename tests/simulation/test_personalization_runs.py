@@ -6,6 +6,7 @@ personal on the wire, and a user's own method through the plug-in path."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -128,32 +129,28 @@ def test_nothing_personal_crosses_the_wire(tmp_path):
     assert wire("ditto") == wire("none")
 
 
-USER_METHOD = '''
-import torch
-import fedprge
+def _docs_example() -> str:
+    """The method written in docs/how-to/personalization.md: the page's python block."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "how-to" / "personalization.md")
+    return page.read_text().split("```python\n")[1].split("```")[0]
 
 
-class ShrinkTowardsZero(fedprge.Personalization):
-    """The global adapter scaled by `factor`, then one local step: a toy of the docs' example."""
-    name = "shrink"
-
-    def __init__(self, factor=0.5):
-        self.factor = factor
-
-    def personal(self, device, theta, server_round):
-        mine = self.factor * theta
-        device.train(mine, 1, "shrink", device.partition_id)
-        return mine
-'''
-
-
-def test_a_users_own_method_runs_through_the_plug_in_path(tmp_path, monkeypatch):
-    (tmp_path / "my_personal.py").write_text(USER_METHOD)
+def test_a_users_own_method_from_the_docs_runs_through_the_plug_in_path(tmp_path, monkeypatch):
+    (tmp_path / "my_methods.py").write_text(_docs_example())
     monkeypatch.chdir(tmp_path)
-    summary = _run(tmp_path / "run", ["personalization=my_personal:ShrinkTowardsZero",
-                                      "personalization-args.factor=0.0"])
-    assert summary["personalization"] == "my_personal:ShrinkTowardsZero"
+    summary = _run(tmp_path / "run", ["personalization=my_methods:GlobalAverage",
+                                      "personalization-args.decay=0.8"])
+    assert summary["personalization"] == "my_methods:GlobalAverage"
     assert summary["clients_scored"] == 4
+    assert list((tmp_path / "run" / "devices").glob("*.personal"))  # its state, on the devices
+    from clients.runconfig import ConfigError
+    from simulation.runner import check_plugins
+
+    bad = load_config(None, [*SETS, "personalization=my_methods:GlobalAverage",
+                             "personalization-args.decay=1.5"])
+    with pytest.raises(ConfigError, match=r"GlobalAverage': decay must be in \[0, 1\), got 1.5"):
+        check_plugins(bad)  # what fedprge run and sweep do before anything starts
+
 
 
 def test_newcomers_never_train_and_are_reported_apart(tmp_path):
