@@ -293,6 +293,15 @@ def print_summary(run_dir: Path, s: dict) -> None:
          f"{pct(s['final_acc'])} / {pct(s['final_acc_cal'])}"),
         ("clients' own test data: global / personalized",
          f"{pct(s['client_global_acc'])} / {pct(s['client_personal_acc'])}"),
+    ]
+    if s.get("client_personal_p10") is not None:  # the distribution over clients
+        rows.append((f"personalized ({s.get('personalization', 'finetune')}): p10 / made worse",
+                     f"{pct(s['client_personal_p10'])} / {pct(s['client_hurt_share'])}"))
+    if s.get("newcomers_scored"):
+        rows.append(("newcomers: global / personalized (bytes down)",
+                     f"{pct(s['newcomer_global_acc'])} / {pct(s['newcomer_personal_acc'])} "
+                     f"({s['newcomer_bytes_down']:,.0f})"))
+    rows += [
         ("bytes up / down (training rounds)", f"{s['bytes_up']:,} / {s['bytes_down']:,}"),
         ("bytes up per client per round", f"{s['bytes_up_per_client_round']:,.0f}"),
         ("adapter dims / update-log entries", f"{s['adapter_dim']:,} / {s['log_len']:,}"),
