@@ -65,7 +65,7 @@ def _totals(run: Run) -> dict[str, Any]:
             "virtual_s": run.metrics[-1].get("virtual_s") if run.metrics else None}
 
 
-VIRTUAL_HEADER = ["device time", "device-hours", "energy"]
+VIRTUAL_HEADER = ["device time", "device-hours", "energy", "GFLOP / device round"]
 
 
 def has_virtual(runs: list[Run]) -> bool:
@@ -73,12 +73,24 @@ def has_virtual(runs: list[Run]) -> bool:
     return any("virtual_s" in m for r in runs for m in r.metrics)
 
 
-def _virtual_cells(sums: list[dict[str, Any]]) -> list[str]:
-    """Device time, device-hours and energy: means over the runs that have them."""
+def _work_per_contact(run: Run) -> float | None:
+    """A device's work in a training round it answered, in FLOPs: the rounds' FLOPs over the
+    devices that did them (with Ditto, say, twice the steps of finetune's rounds)."""
+    rounds = [m for m in run.metrics if "round_flops" in m]
+    contacts = sum(len(m.get("devices_work", [])) for m in rounds)
+    return sum(m["round_flops"] for m in rounds) / contacts if contacts else None
+
+
+def _virtual_cells(runs: list[Run]) -> list[str]:
+    """Device time, device-hours, energy and work per device round: means over the runs that
+    have them."""
+    sums = _sums(runs)
     col = lambda key: [s.get(key) for s in sums]  # noqa: E731
     hours, energy = mean_known(col("device_hours")), mean_known(col("energy_j"))
+    work = mean_known([_work_per_contact(r) for r in runs])
     return [duration(mean_known(col("virtual_s"))), "-" if hours is None else f"{hours:.2f} h",
-            "-" if energy is None else f"{energy / 1000:.1f} kJ"]
+            "-" if energy is None else f"{energy / 1000:.1f} kJ",
+            "-" if work is None else f"{work / 1e9:,.1f}"]
 
 
 PERSONAL_HEADER = ["personalization", "clients' p10 (personalized)", "made worse",
@@ -203,7 +215,7 @@ def _extra(runs: list[Run]):
     header = (VIRTUAL_HEADER if virtual else []) + (PERSONAL_HEADER if personal else [])
 
     def cells(rs: list[Run]) -> list[str]:
-        return ((_virtual_cells(_sums(rs)) if virtual else [])
+        return ((_virtual_cells(rs) if virtual else [])
                 + (_personal_cells(rs) if personal else []))
 
     return virtual, header, cells

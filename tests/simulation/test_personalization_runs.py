@@ -204,3 +204,15 @@ def test_report_and_plot_show_the_clients_distribution_over_seeds(tmp_path):
     assert [r.split(",")[1] for r in rows[1:]] == ["2", "4"]  # every client evaluation
     clients = (tmp_path / "fig" / "clients_last.csv").read_text().splitlines()
     assert len(clients) == 1 + 2 * 2 * 3  # 2 adapters x 2 seeds x 3 clients (no newcomer)
+
+
+def test_the_report_counts_dittos_second_adapter_as_device_work(tmp_path):
+    """With devices, the report's work per device round: Ditto's rounds do K more steps."""
+    from simulation.rundata import load_runs
+    from simulation.report import _work_per_contact, report
+
+    for method in ("ditto", "none"):
+        _run(tmp_path / method, [f"personalization={method}", "devices=phones"])
+    ditto, none = (_work_per_contact(r) for r in load_runs([tmp_path / "ditto", tmp_path / "none"]))
+    assert ditto > 1.5 * none
+    assert "GFLOP / device round" in report([tmp_path / "ditto"]).splitlines()[0]
