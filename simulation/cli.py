@@ -1,4 +1,4 @@
-"""`fedprge` command line: prepare, train, run, config, sweep, plot, report."""
+"""`fedprge` command line: prepare, train, run, config, sweep, plot, retime, crossover, report."""
 
 from __future__ import annotations
 
@@ -112,6 +112,20 @@ def _add_analysis_parsers(sub) -> None:
                                                      ".csv profile file")
     rt.add_argument("--out", required=True, metavar="DIR",
                     help="where the re-timed copies go (one directory per run or sweep)")
+    cx = sub.add_parser("crossover", help="finished runs' time to target on fleets that differ "
+                                          "in one device figure (where a method wins in time)")
+    cx.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run or sweep directories made "
+                                                              "with devices")
+    cx.add_argument("--devices", required=True, help="the base fleet: phones, laptops or a .toml "
+                                                     "class profile")
+    cx.add_argument("--vary", required=True, metavar="FIGURE=V1,V2",
+                    help="the device figure set for every class, and its values: uplink-mbps, "
+                         "downlink-mbps, gflops-fp32, gflops-int8 or rtt-ms")
+    cx.add_argument("--target", dest="targets", action="append", type=_percent, default=[],
+                    metavar="PCT", required=True,
+                    help="calibrated accuracy to reach (repeatable), e.g. --target 75")
+    cx.add_argument("--out", metavar="PAGE", help="also write PAGE.md (a results page), "
+                                                  "PAGE.json and PAGE.png")
     rp = sub.add_parser("report", help="a table comparing runs (markdown, CSV or LaTeX)")
     rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run or sweep directories")
     rp.add_argument("--format", dest="fmt", choices=["md", "csv", "latex"], default="md",
@@ -207,6 +221,15 @@ def _retime(args: argparse.Namespace) -> int:
     return 0
 
 
+def _crossover(args: argparse.Namespace) -> int:
+    from simulation.crossover import crossover
+
+    command = "fedprge " + shlex.join(args.argv)
+    print(crossover(args.runs, args.devices, args.vary, args.targets, out=args.out,
+                    command=command), end="")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from simulation.report import report
 
@@ -223,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = argv
     handlers = {"prepare": _prepare, "train": _train, "run": _run, "config": _config,
-                "sweep": _sweep, "plot": _plot, "retime": _retime, "report": _report}
+                "sweep": _sweep, "plot": _plot, "retime": _retime, "crossover": _crossover,
+                "report": _report}
     try:
         return handlers[args.command](args)
     except _user_errors() as err:

@@ -20,7 +20,7 @@ import json
 import shutil
 from pathlib import Path
 
-from clients.devices import DeviceProfileError, fleet
+from clients.devices import DeviceClass, DeviceProfileError, fleet
 from clients.faults import simulated_delay_s
 from clients.runconfig import config_from_mapping
 from simulation.rundata import RunDataError, expand, read_metrics
@@ -47,16 +47,13 @@ def _check_retimable(path: Path, cfg, metrics: list[dict]) -> None:
             raise RunDataError(f"{path}: round {m['round']} has no devices_work record")
 
 
-def retime_run(src: Path, devices: str, dst: Path) -> Path:
-    """A copy of run `src` in `dst`, its virtual time that of the fleet `devices`."""
-    config = json.loads((src / "config.json").read_text())
-    cfg = config_from_mapping(config, saved=True)
-    metrics = read_metrics(src / "metrics.jsonl")
+def replay_clock(src: Path, cfg, metrics: list[dict], devices: list[DeviceClass],
+                 name: str) -> VirtualClock:
+    """The run's recorded device work replayed on `devices` (one per client): each round's
+    `round_virtual_s` and `virtual_s` in `metrics` are rewritten in place; returns the clock.
+    `name` names the fleet in errors."""
     _check_retimable(src, cfg, metrics)
-    try:
-        clock = VirtualClock(fleet(devices, cfg.num_clients, cfg.seed), cfg.quantize != "none")
-    except DeviceProfileError as err:
-        raise RunDataError(str(err)) from None
+    clock = VirtualClock(devices, cfg.quantize != "none")
     for m in metrics:
         if m.get("round", 0) == 0:
             continue
@@ -64,7 +61,7 @@ def retime_run(src: Path, devices: str, dst: Path) -> Path:
         for pid, down, flops, up, ok, need in m["devices_work"]:
             device = clock.devices[pid]
             if need > device.memory_gib * 2**30:
-                raise RunDataError(f"{devices}: client {pid}'s {device.name} holds "
+                raise RunDataError(f"{name}: client {pid}'s {device.name} holds "
                                    f"{device.memory_gib:g} GiB, its work needs "
                                    f"{need / 2**30:.2f} GiB: that fleet would have refused it")
             arrivals.append(clock.arrival(pid, down, flops, up,
@@ -74,6 +71,19 @@ def retime_run(src: Path, devices: str, dst: Path) -> Path:
         done = settle({a.pid: a.at_s for a in arrivals}, sound, None, None, missing=False)
         clock.close_round(arrivals, done.duration_s)
         m.update(round_virtual_s=done.duration_s, virtual_s=clock.now)
+    return clock
+
+
+def retime_run(src: Path, devices: str, dst: Path) -> Path:
+    """A copy of run `src` in `dst`, its virtual time that of the fleet `devices`."""
+    config = json.loads((src / "config.json").read_text())
+    cfg = config_from_mapping(config, saved=True)
+    metrics = read_metrics(src / "metrics.jsonl")
+    try:
+        new_fleet = fleet(devices, cfg.num_clients, cfg.seed)
+    except DeviceProfileError as err:
+        raise RunDataError(str(err)) from None
+    clock = replay_clock(src, cfg, metrics, new_fleet, devices)
     if dst.exists():
         raise RunDataError(f"{str(dst)!r} exists: re-timing never writes over a directory")
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*SKIPPED))
