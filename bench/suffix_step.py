@@ -51,11 +51,11 @@ class BeforeEngine:
         with torch.inference_mode():
             s.layout.set_copies(thetas)
             try:
-                h = s.embed(batch.input_ids)
-                for i, layer in enumerate(s.layers):
+                h = s.embed_ids(batch.input_ids)
+                for i in range(len(s.layers)):
                     if i == s.first_adapted:
                         h = h.repeat(C, 1, 1)
-                    h = s._decoder_layer(layer, h)
+                    h = s._decoder_layer(i, h)
                 h_last = h.view(-1, N, T, h.shape[-1])[:, torch.arange(N), batch.last_index]
                 h_last = h_last.reshape(-1, h.shape[-1])
                 if s.first_adapted == len(s.layers):

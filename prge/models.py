@@ -101,21 +101,46 @@ def build_char_tokenizer():
         eos_token="</s>")
 
 
-def tiny_model(seed: int = 0, layers: int = 2, hidden: int = 64):
-    """A small random Llama (seeded) with a character tokenizer: for smoke runs and tests."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+TINY_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma3")  # model = tiny-<family>
+
+
+def tiny_config(family: str, vocab: int, pad_id: int, layers: int = 2, hidden: int = 64):
+    """A small config of one family, built with transformers' own config class. Windows are
+    short (5-6 positions) so that sliding attention is exercised on short prompts; Qwen2 and
+    Gemma 3 mix sliding and full layers as their real models do."""
+    import transformers as tf
+
+    common = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
+                  num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                  max_position_embeddings=512, initializer_range=0.1, pad_token_id=pad_id)
+    if family == "llama":
+        return tf.LlamaConfig(**common, rope_theta=10000.0, tie_word_embeddings=False)
+    if family == "mistral":
+        return tf.MistralConfig(**common, sliding_window=5, tie_word_embeddings=False)
+    if family == "qwen2":  # biases on q, k, v; the layers from max_window_layers on slide
+        return tf.Qwen2Config(**common, use_sliding_window=True, sliding_window=6,
+                              max_window_layers=layers - 1, tie_word_embeddings=False)
+    if family == "qwen3":  # q/k norms
+        return tf.Qwen3Config(**common, head_dim=hidden // 4, tie_word_embeddings=False)
+    if family == "gemma3":  # scaled embeddings, (1 + w) norms, four norms a layer, GeGLU,
+        # q/k norms, local (sliding, own rotary base) and global layers, tied embeddings
+        kinds = ["sliding_attention"] * (layers - 1) + ["full_attention"]
+        return tf.Gemma3TextConfig(**common, head_dim=hidden // 4, sliding_window=5,
+                                   layer_types=kinds, query_pre_attn_scalar=hidden // 4)
+    raise ValueError(f"unknown tiny family {family!r}: one of {', '.join(TINY_FAMILIES)}")
+
+
+def tiny_model(seed: int = 0, layers: int = 2, hidden: int = 64, family: str = "llama"):
+    """A small random model of a family (seeded) with a character tokenizer: for smoke runs and
+    tests (`model = tiny` is the Llama, `tiny-<family>` another)."""
+    from transformers import AutoModelForCausalLM
 
     tokenizer = build_char_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=512, rope_theta=10000.0, tie_word_embeddings=False,
-        initializer_range=0.1, pad_token_id=tokenizer.pad_token_id,
-    )
+    config = tiny_config(family, len(tokenizer), tokenizer.pad_token_id, layers, hidden)
     # HF initialises weights from the global RNG: seed it inside a fork so callers' state is kept.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
+        model = AutoModelForCausalLM.from_config(config)
     return model.eval(), tokenizer
 
 
@@ -127,8 +152,12 @@ def _looks_like_path(name: str) -> bool:
 def load_model(name: str = DEFAULT_MODEL, *, cache: str | os.PathLike | None = None,
                seed: int = 0, dtype: torch.dtype = torch.float32):
     """(model, tokenizer) for `smollm2-135m`, `tiny`, a local directory or a Hugging Face id."""
-    if name == TINY_MODEL:
-        model, tokenizer = tiny_model(seed)
+    if name == TINY_MODEL or name.startswith(TINY_MODEL + "-"):
+        family = name.removeprefix(TINY_MODEL).removeprefix("-") or "llama"
+        if family not in TINY_FAMILIES:
+            raise ModelError(f"model {name!r}: tiny models are tiny or tiny-<family>, family one "
+                             f"of {', '.join(TINY_FAMILIES)}")
+        model, tokenizer = tiny_model(seed, family=family)
         return model.to(dtype), tokenizer
     if name == DEFAULT_MODEL:
         path = prepare_default_model(cache)

@@ -188,7 +188,7 @@ def prefix_fingerprint(scorer: LabelScorer) -> str:
         if name.startswith(keep):
             h.update(name.encode())
             h.update(tensor.detach().contiguous().cpu().numpy().tobytes())
-    for table in (scorer.cos, scorer.sin, scorer.causal, scorer.mean_row):
+    for table in scorer.constant_tables():
         h.update(table.detach().contiguous().cpu().numpy().tobytes())
     h.update(f"cache_layer={scorer.cache_layer}".encode())
     return h.hexdigest()

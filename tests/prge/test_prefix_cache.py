@@ -27,7 +27,7 @@ def test_pruned_last_layer_equals_the_full_layer_at_the_last_token(tiny, encoder
     last = batch.last_index.repeat(C)
     scorer.layout.set_copies(thetas)
     try:
-        layer = scorer.layers[-1]
+        layer = len(scorer.layers) - 1
         full = scorer._decoder_layer(layer, h)[torch.arange(C * N), last]  # every position
         pruned = scorer._last_layer(layer, h, last)  # the last token only
     finally:

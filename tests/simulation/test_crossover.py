@@ -10,8 +10,8 @@ import pytest
 from clients.devices import load_profiles, profile_path
 from simulation.cost_to_target import first_reach
 from simulation.crossover import crossover
-from simulation.rundata import RunDataError, load_runs
 from simulation.retime import retime_run
+from simulation.rundata import RunDataError, load_runs
 from tests.simulation.test_personalization_runs import _run
 
 

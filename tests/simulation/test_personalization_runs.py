@@ -208,8 +208,8 @@ def test_report_and_plot_show_the_clients_distribution_over_seeds(tmp_path):
 
 def test_the_report_counts_dittos_second_adapter_as_device_work(tmp_path):
     """With devices, the report's work per device round: Ditto's rounds do K more steps."""
-    from simulation.rundata import load_runs
     from simulation.report import _work_per_contact, report
+    from simulation.rundata import load_runs
 
     for method in ("ditto", "none"):
         _run(tmp_path / method, [f"personalization={method}", "devices=phones"])
