@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Short target names (what users write) -> attribute path inside a Llama-family decoder layer.
+# Short target names (what users write) -> attribute path inside a decoder layer (every family).
 LAYER_TARGETS = {
     "q": "self_attn.q_proj",
     "k": "self_attn.k_proj",

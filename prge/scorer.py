@@ -56,7 +56,7 @@ def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
 
 
 class LabelScorer(nn.Module):
-    """Injects LoRA-FA into a Hugging Face Llama-family causal LM and scores label words.
+    """Injects LoRA-FA into a Hugging Face decoder LM (prge/families.py) and scores label words.
 
     forward(input_ids (N, T), last_index (N,), thetas (C, D) or None) -> logits (C, N, L)
     Inputs are right-padded; `last_index[n]` is the position of example n's last real token.

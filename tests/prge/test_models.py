@@ -14,8 +14,10 @@ def test_tiny_model_is_seeded_and_leaves_global_rng_alone():
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
 
 
-def test_local_directory_loads_with_from_pretrained(tmp_path):
-    model, tokenizer = tiny_model(seed=5)
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3"])
+def test_local_directory_loads_with_from_pretrained(tmp_path, family):
+    """A model directory of any supported family (what a user brings) loads and scores."""
+    model, tokenizer = tiny_model(seed=5, family=family)
     model.save_pretrained(tmp_path / "m")
     tokenizer.save_pretrained(tmp_path / "m")
     loaded, tok2 = load_model(str(tmp_path / "m"))
@@ -23,6 +25,18 @@ def test_local_directory_loads_with_from_pretrained(tmp_path):
     assert tok2("a fine film", add_special_tokens=False)["input_ids"] == ids[0].tolist()
     with torch.no_grad():
         assert torch.equal(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
+    from prge.scorer import LabelScorer
+
+    scorer = LabelScorer(loaded, [5, 6], targets=["q", "down"], rank=2, layers="last-1")
+    last = torch.tensor([ids.shape[1] - 1])
+    with torch.no_grad():
+        want = model(input_ids=ids).logits[0, -1, [5, 6]]
+    assert torch.allclose(scorer(ids, last)[0, 0], want, atol=1e-5)
+
+
+def test_an_unknown_tiny_family_is_a_one_line_error():
+    with pytest.raises(ModelError, match="tiny-<family>, family one of llama"):
+        load_model("tiny-gpt2")
 
 
 def test_missing_model_directory_is_a_one_line_error(tmp_path):
