@@ -35,7 +35,7 @@ class ConfigError(ValueError):
 class Config:
     # == model and task ==
     # smollm2-135m | tiny (a seeded random 2-layer Llama for smoke runs; tiny-qwen2, tiny-qwen3,
-    # tiny-gemma3, tiny-mistral: the same of another family) | a Hugging Face id | a
+    # tiny-gemma3, tiny-mistral, tiny-phi3: the same of another family) | a Hugging Face id | a
     # local directory
     model: str = "smollm2-135m"
     # mr | mixed (movies, tweets, Amazon, NYT) | a .csv/.jsonl file with text, label (0..L-1)

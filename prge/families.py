@@ -8,6 +8,8 @@ it, declared here and read by the loop, never a copy of the loop:
 - `qk_norm`: an RMSNorm over each head's queries and keys before the rotary (Qwen3, Gemma 3);
 - `sandwich_norms`: a norm after attention and around the MLP as well (Gemma 3: input, post-
   attention, pre- and post-feedforward);
+- `fused`: Phi-3 fuses q, k, v into one projection and gate, up into another; `unfuse` splits
+  them into Llama's layout once, when the scorer is built;
 - per layer, read from the model: its attention window (`sliding_window` of sliding layers in
   Qwen2/3 and Gemma 3, of every layer in Mistral; None: full causal attention) and its rotary
   table (Gemma 3's local and global layers use different bases); the embedding scale (Gemma
@@ -15,12 +17,14 @@ it, declared here and read by the loop, never a copy of the loop:
   nothing: a projection's bias is part of the frozen linear.
 
 The activation of the gated MLP is the model's own `act_fn` (SiLU, or GELU-tanh for Gemma).
+A partial rotary (a rotary table narrower than a head) rotates the head's leading dimensions only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from prge.lora_fa import AdapterError
@@ -32,6 +36,7 @@ class Family:
     norm_offset: float = 0.0
     qk_norm: bool = False
     sandwich_norms: bool = False
+    fused: bool = False  # Phi-3's fused qkv_proj and gate_up_proj (split by `unfuse`)
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -40,7 +45,41 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("qwen2"),
     Family("qwen3", qk_norm=True),
     Family("gemma3_text", norm_offset=1.0, qk_norm=True, sandwich_norms=True),
+    Family("phi3", fused=True),
 )}
+
+
+def _split(fused: nn.Linear, sizes: list[int]) -> list[nn.Linear]:
+    """A fused linear as separate ones over consecutive output rows (the same numbers: each
+    output is the same dot product, so a split projection gives the fused one's slice)."""
+    out, start = [], 0
+    for size in sizes:
+        part = nn.Linear(fused.in_features, size, bias=fused.bias is not None,
+                         dtype=fused.weight.dtype)
+        with torch.no_grad():
+            part.weight.copy_(fused.weight[start:start + size])
+            if fused.bias is not None:
+                part.bias.copy_(fused.bias[start:start + size])
+        part.requires_grad_(False)
+        out.append(part)
+        start += size
+    return out
+
+
+def unfuse(layer: nn.Module, config) -> None:
+    """Phi-3's layer in Llama's shape, in place: qkv_proj split into q_proj, k_proj, v_proj
+    (query heads, then key heads, then value heads) and gate_up_proj into gate_proj and up_proj
+    (the gate is the first half), so that every target (q ... down) names one projection and
+    the loop stays one; the activation is exposed as `act_fn`."""
+    attn, mlp = layer.self_attn, layer.mlp
+    hd = attn.head_dim
+    q, kv = config.num_attention_heads * hd, config.num_key_value_heads * hd
+    attn.q_proj, attn.k_proj, attn.v_proj = _split(attn.qkv_proj, [q, kv, kv])
+    del attn.qkv_proj
+    half = mlp.gate_up_proj.out_features // 2
+    mlp.gate_proj, mlp.up_proj = _split(mlp.gate_up_proj, [half, half])
+    del mlp.gate_up_proj
+    mlp.act_fn = mlp.activation_fn
 
 
 class FamilyError(AdapterError):

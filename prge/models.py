@@ -185,7 +185,7 @@ def build_char_tokenizer():
         eos_token="</s>")
 
 
-TINY_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma3")  # model = tiny-<family>
+TINY_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3")  # model = tiny-<family>
 
 
 def tiny_config(family: str, vocab: int, pad_id: int, layers: int = 2, hidden: int = 64):
@@ -211,6 +211,9 @@ def tiny_config(family: str, vocab: int, pad_id: int, layers: int = 2, hidden: i
         kinds = ["sliding_attention"] * (layers - 1) + ["full_attention"]
         return tf.Gemma3TextConfig(**common, head_dim=hidden // 4, sliding_window=5,
                                    layer_types=kinds, query_pre_attn_scalar=hidden // 4)
+    if family == "phi3":  # fused qkv and gate_up, a partial rotary, a window
+        return tf.Phi3Config(**common, sliding_window=6, partial_rotary_factor=0.5,
+                             tie_word_embeddings=False)
     raise ValueError(f"unknown tiny family {family!r}: one of {', '.join(TINY_FAMILIES)}")
 
 

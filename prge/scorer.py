@@ -1,8 +1,8 @@
 """The batched P-RGE forward: label-word logits of a decoder LM under C adapter copies.
 
-One decoder loop serves every supported family (Llama, Mistral, Qwen2, Qwen3, Gemma 3): what a
-family changes (norm form, q/k norms, extra norms, attention windows, rotary per layer kind,
-embedding scale) is declared in prge/families.py and read here.
+One decoder loop serves every supported family (Llama, Mistral, Qwen2, Qwen3, Gemma 3, Phi-3):
+what a family changes (norm form, q/k norms, extra norms, attention windows, rotary per layer
+kind, a partial rotary, embedding scale, fused projections) is declared in prge/families.py and read here.
 
 We run our own decoder loop over the Hugging Face model's modules (embeddings, norms, rotary
 embedding, LoRA-FA-wrapped projections) instead of the Hugging Face `forward`, for three reasons:
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prge.families import FAMILIES, attention_window, family_of, layer_kind, norm_eps
+from prge.families import FAMILIES, attention_window, family_of, layer_kind, norm_eps, unfuse
 from prge.lora_fa import (
     HEAD_TARGET,
     LAYER_TARGETS,
@@ -51,8 +51,12 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x: (rows, heads, T, head_dim); cos/sin: (1, 1, T, head_dim)
-    return x * cos + _rotate_half(x) * sin
+    # x: (rows, heads, T, head_dim); cos/sin: (1, 1, T, rotary_dim), rotary_dim <= head_dim
+    rotary = cos.shape[-1]
+    if rotary == x.shape[-1]:
+        return x * cos + _rotate_half(x) * sin
+    x_rot, x_pass = x[..., :rotary], x[..., rotary:]  # a partial rotary: the rest passes
+    return torch.cat([x_rot * cos + _rotate_half(x_rot) * sin, x_pass], dim=-1)
 
 
 class LabelScorer(nn.Module):
@@ -73,6 +77,9 @@ class LabelScorer(nn.Module):
         for p in hf_model.parameters():
             p.requires_grad_(False)
         decoder = hf_model.model
+        if self.family.fused:
+            for layer in decoder.layers:
+                unfuse(layer, hf_model.config)
         self.embed, scale = _plain_embedding(decoder.embed_tokens)
         # in the state dict (part of the model's fingerprint) when the family scales; else None
         self.register_buffer("embed_scale", scale)
@@ -283,8 +290,9 @@ class LabelScorer(nn.Module):
         k = _apply_rotary(self._heads("k_norm", attn, k, rows, T), cos, sin)
         v = v.view(rows, T, -1, hd).transpose(1, 2)
         kv = k.shape[1]  # v: (rows, kv, T, hd)
-        cos_l = cos_table[0, 0][last].view(rows, 1, 1, hd)  # the query's own position
-        sin_l = sin_table[0, 0][last].view(rows, 1, 1, hd)
+        rotary = cos_table.shape[-1]  # head_dim, or less for a partial rotary
+        cos_l = cos_table[0, 0][last].view(rows, 1, 1, rotary)  # the query's own position
+        sin_l = sin_table[0, 0][last].view(rows, 1, 1, rotary)
         q = self._heads("q_norm", attn, self._project(attn.q_proj, x_last, fan_out), rows, 1)
         q = _apply_rotary(q, cos_l, sin_l).reshape(rows * kv, g, hd)  # head j*g + r -> kv j
         scores = torch.bmm(q, k.reshape(rows * kv, T, hd).transpose(1, 2)) * attn.scaling

@@ -97,5 +97,5 @@ def test_an_unsupported_family_is_one_line_naming_the_supported_ones():
     from transformers import GPT2Config
 
     with pytest.raises(FamilyError, match=r"model type 'gpt2' is not supported yet "
-                                          r"\(supported: llama, mistral, qwen2, qwen3, gemma3_text\)"):
+                                          r"\(supported: llama, mistral, qwen2, qwen3, gemma3_text, phi3\)"):
         family_of(GPT2Config())
