@@ -65,7 +65,8 @@ def _totals(run: Run) -> dict[str, Any]:
             "virtual_s": run.metrics[-1].get("virtual_s") if run.metrics else None}
 
 
-VIRTUAL_HEADER = ["device time", "device-hours", "energy", "GFLOP / device round"]
+VIRTUAL_HEADER = ["device time", "device-hours", "energy", "GFLOP / device round",
+                  "memory / device"]
 
 
 def has_virtual(runs: list[Run]) -> bool:
@@ -81,16 +82,25 @@ def _work_per_contact(run: Run) -> float | None:
     return sum(m["round_flops"] for m in rounds) / contacts if contacts else None
 
 
+def _memory_need(run: Run) -> int | None:
+    """The most memory a device's work needed (weights, prefix rows, adapter copies and, for
+    first-order, the activations a backward keeps): the largest over its devices' records."""
+    needs = [w[5] for m in run.metrics for w in m.get("devices_work", []) if len(w) > 5]
+    return max(needs) if needs else None
+
+
 def _virtual_cells(runs: list[Run]) -> list[str]:
-    """Device time, device-hours, energy and work per device round: means over the runs that
-    have them."""
+    """Device time, device-hours, energy and work per device round (means over the runs that
+    have them), and the most memory a device needed (the largest)."""
     sums = _sums(runs)
     col = lambda key: [s.get(key) for s in sums]  # noqa: E731
     hours, energy = mean_known(col("device_hours")), mean_known(col("energy_j"))
     work = mean_known([_work_per_contact(r) for r in runs])
+    memory = [m for m in map(_memory_need, runs) if m is not None]
     return [duration(mean_known(col("virtual_s"))), "-" if hours is None else f"{hours:.2f} h",
             "-" if energy is None else f"{energy / 1000:.1f} kJ",
-            "-" if work is None else f"{work / 1e9:,.1f}"]
+            "-" if work is None else f"{work / 1e9:,.1f}",
+            size(max(memory)) if memory else "-"]
 
 
 PERSONAL_HEADER = ["personalization", "clients' p10 (personalized)", "made worse",

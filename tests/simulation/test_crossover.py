@@ -63,3 +63,13 @@ def test_bad_input_is_one_line(runs):
         crossover([runs / "fo"], "phones", "memory-gib=1,2", [0.75])
     with pytest.raises(RunDataError, match="positive values"):
         crossover([runs / "fo"], "phones", "uplink-mbps=0", [0.75])
+
+
+def test_the_report_shows_first_orders_backward_and_activation_memory(runs):
+    """The same runs in `fedprge report`: first-order's device rounds need more memory (the
+    activations a backward keeps) than P-RGE's, read from the devices' records."""
+    from simulation.report import _memory_need, _work_per_contact
+
+    prge, fo = load_runs([runs / "prge", runs / "fo"])
+    assert _memory_need(fo) > _memory_need(prge)
+    assert _work_per_contact(fo) > 0 and _work_per_contact(prge) > 0
