@@ -125,8 +125,12 @@ def test_snapshot_catch_up_changes_the_bytes_not_the_run(two_actor_run, tmp_path
                 for m in rows]
 
     assert clean(got) == clean(want)
-    assert json.loads((snap / "clients.json").read_text()) == \
-        json.loads((out / "clients.json").read_text())
+
+    def scores(path):  # each evaluation message's bytes differ with the catch-up, by design
+        return [{k: v for k, v in c.items() if k not in ("bytes_down", "bytes_up")}
+                for c in json.loads((path / "clients.json").read_text())]
+
+    assert scores(snap) == scores(out)
     assert all(m["log_entries_down"] == 0 for m in got) and sum(m["snapshots_down"] for m in got)
     assert all(m["snapshots_down"] == 0 for m in want) and sum(m["log_entries_down"] for m in want)
     assert all(a["bytes_down"] <= b["bytes_down"] for a, b in zip(want, got, strict=True))
