@@ -137,7 +137,10 @@ def test_a_malformed_evaluate_reply_costs_that_client_only(tmp_path):
     srv, _ = _server(tmp_path / "run", ["rounds=1"], app=app)
     summary = srv.run()
     clients = json.loads((tmp_path / "run" / "clients.json").read_text())
-    assert clients[1] == {"client": 1, "error": "malformed"}
+    # its scores are refused; what the exchange cost is still counted
+    assert {k: v for k, v in clients[1].items() if not k.startswith("bytes_")} == {
+        "client": 1, "error": "malformed"}
+    assert clients[1]["bytes_up"] > 0
     assert "personal_acc" in clients[0] and summary["client_personal_acc"] is not None
 
 
