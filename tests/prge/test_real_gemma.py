@@ -11,6 +11,7 @@ from prge.engines.eager import EagerEngine
 from prge.models import GEMMA_PACKAGE, load_model
 from prge.scorer import LabelScorer
 from prge.tasks import PromptEncoder, load_task
+from tests.prge.test_scorer import _hf_label_logits
 
 pytestmark = [pytest.mark.gemma,
               pytest.mark.skipif(importlib.util.find_spec(GEMMA_PACKAGE) is None,
@@ -25,11 +26,7 @@ def test_gemma_scores_real_reviews_as_hugging_face_does():
     task = load_task("mr")
     encoder = PromptEncoder(tokenizer, task.template, task.label_words)
     batch = encoder.encode(task.test[:8])
-    T = batch.input_ids.shape[1]
-    mask = (torch.arange(T)[None] <= batch.last_index[:, None]).long()
-    with torch.no_grad():
-        full = model(input_ids=batch.input_ids, attention_mask=mask).logits
-    expected = full[torch.arange(8), batch.last_index][:, encoder.label_ids]
+    expected = _hf_label_logits(model, batch, encoder.label_ids)
     scorer = LabelScorer(model, encoder.label_ids, targets=["q", "k", "v", "o", "gate", "up",
                                                             "down"], rank=8, layers="last-1")
     got = EagerEngine(scorer).label_logits(batch, scorer.layout.zeros()[None])[0]
